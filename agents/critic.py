@@ -1,0 +1,142 @@
+"""The Self-Critic: the model grades each pair twice, for quality and for instruction following
+(recipe step 6), each on a 1-10 scale with a short explanation.
+
+Where the endpoint supports it, the reply is constrained with a JSON schema
+(``response_format``), which makes a small model's scores parseable. In ``auto`` mode the
+first refusal of ``response_format`` (HTTP 400) switches the critic to the recipe's text form,
+``<score>||<explanation>``, for the rest of the run. A reply that cannot be read as a score
+from 1 to 10 is not an error: its score is None, and the Curator rejects the pair for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import ClassVar, Literal
+
+from isheep.runtime.config import CriticConfig
+from isheep.runtime.endpoints import EndpointError, EndpointPool
+from isheep.runtime.errors import GarbageOutput
+from isheep.runtime.messages import Assessment, Response, Score, Verdict
+
+from .base import Models, Role, ServedModel
+
+Aspect = Literal["quality", "following"]
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "score": {"type": "integer", "enum": list(range(1, 11))},
+        "explanation": {"type": "string"},
+    },
+    "required": ["score", "explanation"],
+    "additionalProperties": False,
+}
+RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "assessment", "schema": SCHEMA, "strict": True}}
+
+FORMAT_TEXT = ("Reply with the score, two vertical bars, then a one-sentence explanation, and nothing else. "
+               "Example: 7||The answer is correct but repeats itself.")
+FORMAT_JSON = ('Reply with a JSON object with the keys "score" (an integer from 1 to 10) and "explanation" '
+               '(one sentence), e.g. {"score": 7, "explanation": "The answer is correct but repeats itself."}')
+
+_TEXT_SCORE = re.compile(r"^\W*(\d{1,3})(?:\s*/\s*10)?\W*?\s*\|\|\s*(.*)$", re.DOTALL)
+_NUMBER = re.compile(r"^\s*(\d{1,3})\s*(?:/\s*10)?\s*$")
+
+
+def _valid(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and _NUMBER.match(value):
+        number = int(_NUMBER.match(value).group(1))  # type: ignore[union-attr]
+    else:
+        return None
+    return number if 1 <= number <= 10 else None
+
+
+def parse_score(raw: str) -> Score:
+    """Read ``{"score": 9, "explanation": ...}`` or ``9||...`` (also ``9/10||...``); else value None."""
+    text = raw.strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict):
+            explanation = data.get("explanation", "")
+            return Score(value=_valid(data.get("score")), raw=raw,
+                         explanation=explanation if isinstance(explanation, str) else str(explanation))
+    match = _TEXT_SCORE.match(text)
+    if match:
+        return Score(value=_valid(int(match.group(1))), explanation=match.group(2).strip(), raw=raw)
+    return Score(value=None, raw=raw)
+
+
+class Critic(Role[Response, "Assessment | Verdict"]):
+    name: ClassVar[str] = "critic"
+
+    def __init__(self, config: CriticConfig, pool: EndpointPool, models: Models, templates: dict[Aspect, str]) -> None:
+        self.config = config
+        self.pool = pool
+        self.models = models
+        self.templates = templates
+        #: "json" or "text"; in auto mode it starts as json and may fall back once.
+        self.mode: Literal["json", "text"] = "text" if config.structured == "text" else "json"
+        self.fell_back = False
+        self._unparseable_streak = 0
+
+    @property
+    def model(self) -> ServedModel:
+        return self.models.base if self.config.model == "base" else self.models.policy
+
+    def prompt(self, aspect: Aspect, response: Response) -> str:
+        inst = response.instruction
+        return self.templates[aspect].format(
+            instruction=inst.instruction,
+            input_block=f"\n[Input]\n{inst.input}\n" if inst.input else "",
+            response=response.text,
+            format=FORMAT_JSON if self.mode == "json" else FORMAT_TEXT,
+        )
+
+    async def _ask(self, aspect: Aspect, response: Response, model: ServedModel) -> Score:
+        while True:
+            mode = self.mode
+            body = {"model": model.name, "temperature": self.config.temperature,
+                    "max_tokens": self.config.max_tokens,
+                    "messages": [{"role": "user", "content": self.prompt(aspect, response)}]}
+            if mode == "json":
+                body["response_format"] = RESPONSE_FORMAT
+            try:
+                completion = await self.pool.chat(body)
+            except EndpointError as err:
+                if mode == "json" and err.status == 400 and self.config.structured == "auto":
+                    self.mode = "text"  # the endpoint does not do structured output
+                    self.fell_back = True
+                    continue
+                raise
+            return parse_score(completion.text)
+
+    async def handle(self, message: Response) -> Assessment | Verdict:
+        model = self.model
+        try:
+            quality, following = await asyncio.gather(
+                self._ask("quality", message, model), self._ask("following", message, model))
+        except EndpointError as err:
+            return Verdict(id=message.id, round=message.round, model_version=model.version, status="failed",
+                           stage="critic", reason=err.reason)
+        if quality.value is None and following.value is None:
+            self._unparseable_streak += 1
+            if self._unparseable_streak >= self.config.max_unparseable_streak:
+                raise GarbageOutput(
+                    f"the critic's last {self._unparseable_streak} replies could not be read as scores "
+                    f"(last: {quality.raw[:80]!r}); check the model, or set critic.structured")
+        else:
+            self._unparseable_streak = 0
+        return Assessment(id=message.id, round=message.round, model_version=model.version, response=message,
+                          quality=quality, following=following)

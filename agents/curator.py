@@ -1,0 +1,41 @@
+"""The Curator: keeps a pair only when both self-assessed scores are above their thresholds
+(recipe step 7: quality > 8 and following > 8, so 9s and 10s). Every other pair is rejected
+with the score that failed it, and stays in the store for audit.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from isheep.runtime.config import CuratorConfig
+from isheep.runtime.messages import Assessment, Verdict
+
+from .base import Role
+
+
+def decide(assessment: Assessment, config: CuratorConfig) -> tuple[bool, str | None]:
+    """(keep, reason): the first failing check names the reason."""
+    quality, following = assessment.quality.value, assessment.following.value
+    if quality is None:
+        return False, "critic_unparseable:quality"
+    if following is None:
+        return False, "critic_unparseable:following"
+    if quality <= config.quality_threshold:
+        return False, f"low_quality:{quality}"
+    if following <= config.following_threshold:
+        return False, f"low_following:{following}"
+    return True, None
+
+
+class Curator(Role[Assessment, Verdict]):
+    name: ClassVar[str] = "curator"
+
+    def __init__(self, config: CuratorConfig) -> None:
+        self.config = config
+
+    async def handle(self, message: Assessment) -> Verdict:
+        keep, reason = decide(message, self.config)
+        response = message.response
+        return Verdict(id=message.id, round=message.round, model_version=message.model_version,
+                       status="kept" if keep else "rejected", stage="curator", reason=reason,
+                       instruction=response.instruction.instruction, input=response.instruction.input)

@@ -1,0 +1,194 @@
+"""Set up a run, run it, tear it down: the one entry point behind ``isheep run`` and ``isheep.run``.
+
+Everything that can be wrong with the user's input (config, seeds, templates, endpoint, model
+name) is checked before the run folder is written, so a bad start leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol
+
+from isheep.agents.base import Models, ServedModel
+from isheep.agents.critic import Critic
+from isheep.agents.curator import Curator
+from isheep.agents.proposer import Proposer
+from isheep.agents.responder import Responder
+from isheep.agents.trainer import Trainer
+from isheep.prompts import load_template
+
+from .config import RunConfig
+from .dedup import RougeIndex
+from .endpoints import EndpointPool
+from .errors import UserError
+from .seeds import load_seeds
+from .stats import RoundSummary, RunStats
+from .store import RunStore
+from .supervisor import Supervisor
+
+log = logging.getLogger("isheep")
+
+
+class Display(Protocol):
+    """Something that shows a run while it goes (the rich progress, the Textual monitor)."""
+
+    def start(self, supervisor: Supervisor) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run leaves: where, what, and how it went."""
+
+    folder: Path
+    model: str
+    rounds: list[RoundSummary]
+    totals: dict[str, int]
+    reasons: dict[tuple[str, str], int]
+    stopped: bool
+    elapsed_s: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def version() -> str:
+    try:
+        from importlib.metadata import version as _v
+
+        return _v("isheep")
+    except Exception:  # noqa: BLE001 - running from a source tree
+        return "0+unknown"
+
+
+class _Redact(logging.Filter):
+    """Masks anything that looks like a bearer token or API key in log records."""
+
+    _PATTERN = re.compile(r"(Bearer\s+|api[_-]?key['\"=:\s]+|sk-)[A-Za-z0-9._\-]{6,}", re.IGNORECASE)
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for secret in self.secrets:
+            message = message.replace(secret, "***")
+        record.msg, record.args = self._PATTERN.sub(r"\1***", message), None
+        return True
+
+
+def _attach_log(folder: Path, secrets: list[str]) -> logging.Handler:
+    path = folder / "run.log"
+    path.touch(mode=0o600, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_Redact(secrets))
+    root = logging.getLogger("isheep")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler
+
+
+def default_folder(config: RunConfig) -> Path:
+    return Path("runs") / (config.name or time.strftime("run-%Y%m%d-%H%M%S"))
+
+
+async def arun(config: RunConfig, *, resume: bool = False, display: Display | None = None,
+               environ: Mapping[str, str] | None = None,
+               on_supervisor: Callable[[Supervisor], None] | None = None) -> RunResult:
+    """Run (or, with ``resume``, continue) the loop described by ``config``."""
+    environ = os.environ if environ is None else environ
+    started = time.monotonic()
+    folder = Path(config.out) if config.out else default_folder(config)
+    if not resume and (folder / "isheep.db").exists():
+        raise UserError(f"{folder} already holds a run; continue it with --resume {folder}")
+    if not config.endpoints:
+        raise UserError("no endpoint: pass --endpoint URL or set OPENAI_BASE_URL")
+
+    # Inputs first: a bad seed file or template must not leave a half-made run folder.
+    seeds = load_seeds(config.proposer.seeds, minimum=config.proposer.num_examples)
+    propose_template = load_template("propose", config.proposer.template)
+    critic_templates = {"quality": load_template("critic_quality", config.critic.quality_template),
+                        "following": load_template("critic_following", config.critic.following_template)}
+    pool = EndpointPool.from_config(config.endpoints, config.client, environ)
+    store: RunStore | None = None
+    handler: logging.Handler | None = None
+    try:
+        model = await pool.verify(config.model)
+        config.model = model
+        if resume:
+            store = RunStore.open(folder)
+            await_ops = store.set_meta("config", config.public_dict())
+            store.write_sync(await_ops)
+        else:
+            store = RunStore.create(folder, {
+                "isheep_version": version(), "run_name": config.name or folder.name,
+                "config": config.public_dict(), "model": model,
+            })
+            store.write_sync([(
+                "INSERT INTO models (version, parent, round, served_name, path, state, created_at, detail)"
+                " VALUES ('v0', NULL, 0, ?, NULL, 'serving', ?, '{}')", (model, time.time()))])
+        secrets = [ep.resolved_key(environ) or "" for ep in config.endpoints]
+        handler = _attach_log(folder, secrets)
+        log.info("run %s: model %s on %s", folder, model, ", ".join(pool.urls))
+
+        base = ServedModel(version="v0", name=model)
+        models = Models(policy=base, base=base)
+        index = RougeIndex(config.proposer.rouge_threshold, [s.instruction for s in seeds])
+        for text in store.screened_instructions():
+            index.add(text)
+        proposer = Proposer(config.proposer, pool, models, seeds, index, propose_template, seed=config.seed)
+        if config.proposer.num_machine_examples:
+            from .messages import SeedTask
+
+            proposer.machine = [SeedTask(instruction=r["instruction"], input=r["input"])
+                                for r in store.query("SELECT instruction, input FROM items WHERE"
+                                                     " NOT (stage='proposer' AND state='rejected')")]
+        stats = RunStats(run_name=config.name or folder.name, folder=str(folder), endpoints=pool.urls,
+                         rounds_total=config.rounds)
+        supervisor = Supervisor(
+            config, store, pool, models,
+            proposer=proposer,
+            responder=Responder(config.responder, pool, models),
+            critic=Critic(config.critic, pool, models, critic_templates),
+            curator=Curator(config.curator),
+            trainer=Trainer(config.trainer),
+            stats=stats,
+        )
+        if on_supervisor is not None:
+            on_supervisor(supervisor)
+        await store.start()
+        if display is not None:
+            display.start(supervisor)
+        try:
+            summaries = await supervisor.run()
+        finally:
+            if display is not None:
+                display.stop()
+            if supervisor.critic.fell_back:
+                store.event("critic", "endpoint refused response_format; the critic parsed text replies")
+        supervisor.refresh()
+        return RunResult(
+            folder=folder, model=model, rounds=summaries, totals=store.counts(), reasons=store.reasons(),
+            stopped=supervisor.stopped, elapsed_s=time.monotonic() - started,
+            prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens)
+    finally:
+        if store is not None:
+            await store.aclose()
+        await pool.aclose()
+        if handler is not None:
+            logging.getLogger("isheep").removeHandler(handler)
+            handler.close()
+
+
+def run(config: RunConfig, **kwargs: Any) -> RunResult:
+    """Blocking form of :func:`arun` for scripts: ``isheep.run(config)``."""
+    return asyncio.run(arun(config, **kwargs))

@@ -1,0 +1,94 @@
+"""Live counters of a run, updated by the supervisor and read by the displays and the store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ledger import RoundLedger
+
+
+@dataclass
+class RoleStats:
+    """One role's pipeline row: workers busy/total, messages done, items failed, latency."""
+
+    name: str
+    workers: int = 0
+    busy: int = 0
+    done: int = 0
+    failed: int = 0
+    latency_total: float = 0.0
+
+    @property
+    def mean_latency(self) -> float:
+        return self.latency_total / self.done if self.done else 0.0
+
+
+@dataclass
+class RoundSummary:
+    """What one finished round produced, for the summary table."""
+
+    round: int
+    model_version: str
+    proposed: int
+    kept: int
+    rejected: dict[str, int]
+    failed: dict[str, int]
+    generation_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    state: str = "done"
+    training_s: float = 0.0
+    swap_s: float = 0.0
+    checkpoint: str | None = None
+
+    @property
+    def acceptance(self) -> float:
+        finished = self.kept + sum(self.rejected.values()) + sum(self.failed.values())
+        return self.kept / finished if finished else 0.0
+
+
+ROLE_NAMES = ("proposer", "responder", "critic", "curator", "trainer")
+
+
+@dataclass
+class RunStats:
+    """Everything a display shows about a run in progress."""
+
+    run_name: str
+    folder: str
+    endpoints: list[str]
+    rounds_total: int
+    started: float = field(default_factory=time.time)
+    state: str = "starting"
+    round: int = 0
+    model_version: str = "v0"
+    roles: dict[str, RoleStats] = field(default_factory=lambda: {n: RoleStats(n) for n in ROLE_NAMES})
+    queue_depth: dict[str, int] = field(default_factory=dict)
+    ledger: RoundLedger | None = None
+    finished_rounds: list[RoundSummary] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+    retries: int = 0
+    last_error: str = ""
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data for the metrics table (the monitor reads it back)."""
+        ledger = self.ledger
+        return {
+            "state": self.state,
+            "round": self.round,
+            "model_version": self.model_version,
+            "roles": {n: {"workers": r.workers, "busy": r.busy, "done": r.done, "failed": r.failed,
+                          "mean_latency": round(r.mean_latency, 4)} for n, r in self.roles.items()},
+            "queues": dict(self.queue_depth),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "requests": self.requests,
+            "retries": self.retries,
+            "round_counts": None if ledger is None else {
+                "proposed": ledger.proposed, "kept": ledger.kept, "quota": ledger.quota, "cap": ledger.cap,
+                "rejected": dict(ledger.rejected), "failed": dict(ledger.failed)},
+        }

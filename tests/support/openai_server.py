@@ -1,0 +1,295 @@
+"""An OpenAI-compatible test server that plays every role of the loop plausibly, instantly,
+and fails on command.
+
+It recognises which role a request comes from by its prompt (the Proposer's numbered task
+list, the Critic's judge prompt, anything else is an instruction to answer) and answers:
+
+- Proposer: a numbered ``Instruction:``/``Input:`` list of new tasks, a controlled share of them
+  breaking the recipe's filters (``bad_rate``) or repeating earlier ones (``dup_rate``);
+- Responder: an answer that quotes the instruction (``empty_rate`` of them empty);
+- Critic: a score, as JSON when ``response_format`` is sent (unless ``structured`` is off, then
+  HTTP 400) or as ``<score>||<why>``; scores are a hash of the answer, so both aspects of a pair
+  pass with probability ``keep_rate``; ``garbage_rate`` of replies are unparseable.
+
+Faults (``fail_rate`` of requests, modes drawn from ``fail_modes``): HTTP 500/503/429, connection
+reset, hang (``timeout``), slow body, truncated body, non-JSON body, wrong model name.
+
+Run: ``python tests/support/openai_server.py --port 0 [--config JSON]``; it prints
+``READY <port>`` when listening. ``POST /_control`` changes the behaviour live, ``GET /_stats``
+reads counters. Binds 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+_SYLLABLES = ["ka", "lo", "mi", "ter", "van", "dus", "pel", "ron", "sa", "qui", "bex", "tor", "nal", "fi", "gor",
+              "hep", "jun", "wil", "zo", "cra", "mun", "pra", "sel", "tiv"]
+_VERBS = ["Explain", "Describe", "Summarize", "Compare", "List", "Suggest", "Classify", "Rewrite", "Outline",
+          "Evaluate", "Propose", "Identify", "Translate", "Estimate", "Critique", "Recommend", "Define", "Justify"]
+_TEMPLATES = [
+    "{v} how the {a} {b} changes {c} during {d} seasons.",
+    "{v} three ways a {a} could improve the {b} of a {c} {d}.",
+    "{v} the difference between {a} {b} and {c} {d} for beginners.",
+    "{v} why {a} matters when planning a {b} {c} near {d}.",
+    "{v} a short note to a {a} about their {b} {c} and {d}.",
+    "{v} the main risks of {a} {b} for a small {c} {d}.",
+]
+_BAD = ["Draw an image of a {a}.", "Plot a graph of {a} {b}.", "Hi {a}.", "Listen to music by {a} {b} today.",
+        "{a} {b}: see http://example.com/{c}", "\u00c9crivez un {a} {b} {c}."]
+
+
+@dataclass
+class Behaviour:
+    """What the server does; every field can be set at start or changed by POST /_control."""
+
+    model: str = "test-model"
+    api_key: str | None = None
+    seed: int = 0
+    tasks_per_call: int = 20
+    bad_rate: float = 0.1
+    dup_rate: float = 0.05
+    empty_rate: float = 0.02
+    keep_rate: float = 0.5
+    garbage_rate: float = 0.0
+    structured: bool = True
+    delay_s: float = 0.0
+    fail_rate: float = 0.0
+    fail_modes: list[str] = field(default_factory=lambda: ["500"])
+    hang_s: float = 30.0
+    proposer_garbage: bool = False
+
+
+class TestServer:
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.behaviour = behaviour
+        self.rng = random.Random(behaviour.seed)
+        self.counter = 0
+        self.proposed: list[str] = []
+        self.stats: Counter[str] = Counter()
+        self.answered: Counter[str] = Counter()
+
+    # -- content -----------------------------------------------------------------------------
+    def _word(self) -> str:
+        return "".join(self.rng.choice(_SYLLABLES) for _ in range(self.rng.randint(2, 3)))
+
+    def _task(self) -> tuple[str, str]:
+        b, rng = self.behaviour, self.rng
+        roll = rng.random()
+        words = {k: self._word() for k in "abcd"}
+        if roll < b.bad_rate:
+            return rng.choice(_BAD).format(**words), ""
+        if roll < b.bad_rate + b.dup_rate and self.proposed:
+            return rng.choice(self.proposed), ""
+        text = rng.choice(_TEMPLATES).format(v=rng.choice(_VERBS), **words)
+        self.proposed.append(text)
+        if len(self.proposed) > 1000:
+            del self.proposed[:500]
+        value = f"The {self._word()} {self._word()} report from {self._word()}." if rng.random() < 0.3 else ""
+        return text, value
+
+    def propose(self, start: int) -> str:
+        if self.behaviour.proposer_garbage:
+            return "I am not sure what you mean. Could you clarify?"
+        lines = []
+        for n in range(start, start + self.behaviour.tasks_per_call):
+            text, value = self._task()
+            lines.append(f"{n}. Instruction: {text}")
+            lines.append(f"{n}. Input: {value or '<noinput>'}")
+        return "\n".join(lines)
+
+    def respond(self, prompt: str) -> str:
+        if self.rng.random() < self.behaviour.empty_rate:
+            return ""
+        first = prompt.split("\n", 1)[0][:120]
+        return f"Here is a careful answer to the task ({first}). It covers the key point clearly."
+
+    def assess(self, prompt: str, structured: bool) -> str:
+        if self.rng.random() < self.behaviour.garbage_rate:
+            return self.rng.choice(["nine", "11||too high", "I cannot rate this.", "{\"score\": \"high\"}"])
+        aspect = "quality" if "QUALITY" in prompt else "following"
+        marker = "[The start of the assistant's response]"
+        answer = prompt.split(marker, 1)[-1]
+        digest = hashlib.blake2b(f"{aspect}/{answer}".encode(), digest_size=8).digest()
+        u = int.from_bytes(digest, "big") / 2**64
+        passing = u < self.behaviour.keep_rate ** 0.5
+        score = 9 + (int(u * 1000) % 2) if passing else 3 + int(u * 1000) % 6
+        why = "Clear and correct." if passing else "It misses part of the task."
+        return json.dumps({"score": score, "explanation": why}) if structured else f"{score}||{why}"
+
+    # -- http --------------------------------------------------------------------------------
+    def _auth_ok(self, request: web.Request) -> bool:
+        key = self.behaviour.api_key
+        return key is None or request.headers.get("Authorization") == f"Bearer {key}"
+
+    async def _fault(self, request: web.Request) -> web.StreamResponse | None:
+        b = self.behaviour
+        if not b.fail_rate or self.rng.random() >= b.fail_rate:
+            return None
+        mode = self.rng.choice(b.fail_modes)
+        self.stats[f"fault_{mode}"] += 1
+        if mode in ("500", "503", "429"):
+            headers = {"Retry-After": "0"} if mode == "429" else {}
+            return web.json_response({"error": {"message": f"injected {mode}"}}, status=int(mode), headers=headers)
+        if mode == "reset":
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)
+        if mode == "timeout":
+            await asyncio.sleep(b.hang_s)
+            return web.json_response({"error": {"message": "late"}}, status=504)
+        if mode == "slow":
+            await asyncio.sleep(0.2)
+            return None  # then answer normally
+        if mode == "truncated":
+            resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
+                                                           "Content-Length": "1000"})
+            await resp.prepare(request)
+            await resp.write(b'{"choices": [')
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        if mode == "nonjson":
+            return web.Response(text="<html>bad gateway</html>", status=200, content_type="text/html")
+        if mode == "wrong_model":
+            request["wrong_model"] = True
+            return None
+        return None
+
+    def _reply(self, request: web.Request, kind: str, text: str, prompt_len: int, finish: str = "stop") -> web.Response:
+        model = "other-model" if request.get("wrong_model") else self.behaviour.model
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+        if kind == "chat":
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        self.stats["ok"] += 1
+        return web.json_response({
+            "id": f"cmpl-{self.counter}", "object": "chat.completion" if kind == "chat" else "text_completion",
+            "created": int(time.time()), "model": model, "choices": [choice],
+            "usage": {"prompt_tokens": prompt_len // 4, "completion_tokens": len(text) // 4,
+                      "total_tokens": (prompt_len + len(text)) // 4},
+        })
+
+    async def _common(self, request: web.Request) -> tuple[dict[str, Any] | None, web.StreamResponse | None]:
+        self.counter += 1
+        self.stats["requests"] += 1
+        if not self._auth_ok(request):
+            return None, web.json_response({"error": {"message": "bad key"}}, status=401)
+        body = await request.json()
+        if body.get("model") != self.behaviour.model:
+            return None, web.json_response({"error": {"message": f"model {body.get('model')} not found"}},
+                                           status=404)
+        if self.behaviour.delay_s:
+            await asyncio.sleep(self.behaviour.delay_s * (0.5 + self.rng.random()))
+        fault = await self._fault(request)
+        return body, fault
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body, early = await self._common(request)
+        if early is not None:
+            return early
+        assert body is not None
+        prompt = body["messages"][-1]["content"]
+        structured = "response_format" in body
+        if "impartial judge" in prompt:
+            self.stats["critic"] += 1
+            if structured and not self.behaviour.structured:
+                return web.json_response({"error": {"message": "response_format is not supported"}}, status=400)
+            return self._reply(request, "chat", self.assess(prompt, structured), len(prompt))
+        if "Instruction:" in prompt and "List of" in prompt:
+            self.stats["proposer"] += 1
+            return self._reply(request, "chat", self.propose(1), len(prompt))
+        self.stats["responder"] += 1
+        text = self.respond(prompt)
+        if text:
+            self.answered[prompt] += 1
+        return self._reply(request, "chat", text, len(prompt))
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body, early = await self._common(request)
+        if early is not None:
+            return early
+        assert body is not None
+        prompt = body["prompt"]
+        self.stats["proposer"] += 1
+        # The prompt ends with "N. Instruction:"; continue from there.
+        tail = prompt.rstrip().rsplit("\n", 1)[-1]
+        start = int(tail.split(".", 1)[0]) if tail[:1].isdigit() else 1
+        text = self.propose(start)
+        prefix = f"{start}. Instruction:"
+        return self._reply(request, "text", text[len(prefix):] if text.startswith(prefix) else text, len(prompt))
+
+    async def models(self, request: web.Request) -> web.Response:
+        if not self._auth_ok(request):
+            return web.json_response({"error": {"message": "bad key"}}, status=401)
+        return web.json_response({"object": "list", "data": [{"id": self.behaviour.model, "object": "model"}]})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def control(self, request: web.Request) -> web.Response:
+        changes = await request.json()
+        for key, value in changes.items():
+            if not hasattr(self.behaviour, key):
+                return web.json_response({"error": f"unknown key {key}"}, status=400)
+            setattr(self.behaviour, key, value)
+        return web.json_response(asdict(self.behaviour))
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        duplicates = sum(1 for n in self.answered.values() if n > 1)
+        return web.json_response({**self.stats, "answered_twice": duplicates})
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 2**20)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
+        app.router.add_post("/_control", self.control)
+        app.router.add_get("/_stats", self.get_stats)
+        return app
+
+
+async def serve(behaviour: Behaviour, port: int) -> None:
+    server = TestServer(behaviour)
+    runner = web.AppRunner(server.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(f"READY {bound}", flush=True)
+    await asyncio.Event().wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--config", default="{}", help="JSON object of Behaviour fields")
+    args = parser.parse_args()
+    behaviour = Behaviour(**json.loads(args.config))
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        asyncio.run(serve(behaviour, args.port))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
