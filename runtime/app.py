@@ -103,8 +103,14 @@ def default_folder(config: RunConfig) -> Path:
 
 async def arun(config: RunConfig, *, resume: bool = False, display: Display | None = None,
                environ: Mapping[str, str] | None = None,
-               on_supervisor: Callable[[Supervisor], None] | None = None) -> RunResult:
-    """Run (or, with ``resume``, continue) the loop described by ``config``."""
+               on_supervisor: Callable[[Supervisor], None] | None = None,
+               roles: Mapping[str, Callable[..., Any]] | None = None) -> RunResult:
+    """Run (or, with ``resume``, continue) the loop described by ``config``.
+
+    ``roles`` replaces built-in roles: a mapping from a role name (``proposer``, ``responder``,
+    ``critic``, ``curator``, ``trainer``) to a factory called with the same arguments as the
+    built-in class (see ``examples/custom_role.py``).
+    """
     environ = os.environ if environ is None else environ
     started = time.monotonic()
     folder = Path(config.out) if config.out else default_folder(config)
@@ -145,7 +151,9 @@ async def arun(config: RunConfig, *, resume: bool = False, display: Display | No
         index = RougeIndex(config.proposer.rouge_threshold, [s.instruction for s in seeds])
         for text in store.screened_instructions():
             index.add(text)
-        proposer = Proposer(config.proposer, pool, models, seeds, index, propose_template, seed=config.seed)
+        make = {"proposer": Proposer, "responder": Responder, "critic": Critic, "curator": Curator,
+                "trainer": Trainer, **(roles or {})}
+        proposer = make["proposer"](config.proposer, pool, models, seeds, index, propose_template, seed=config.seed)
         if config.proposer.num_machine_examples:
             from .messages import SeedTask
 
@@ -157,10 +165,10 @@ async def arun(config: RunConfig, *, resume: bool = False, display: Display | No
         supervisor = Supervisor(
             config, store, pool, models,
             proposer=proposer,
-            responder=Responder(config.responder, pool, models),
-            critic=Critic(config.critic, pool, models, critic_templates),
-            curator=Curator(config.curator),
-            trainer=Trainer(config.trainer),
+            responder=make["responder"](config.responder, pool, models),
+            critic=make["critic"](config.critic, pool, models, critic_templates),
+            curator=make["curator"](config.curator),
+            trainer=make["trainer"](config.trainer),
             stats=stats,
         )
         if on_supervisor is not None:

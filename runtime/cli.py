@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, help="export folder (default: DIR/exports)")
     export.add_argument("--all", action="store_true", help="every item with its verdict, not only kept pairs")
     export.set_defaults(func=cmd_export)
+
+    config = sub.add_parser("config", help="print every config key with its default and doc (TOML)")
+    config.set_defaults(func=cmd_config)
     return parser
 
 
@@ -168,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .progress import RichProgress, summary_table
 
     config = _config_for(args)
-    console = Console(stderr=False)
+    console = Console(stderr=False, soft_wrap=True)  # paths must stay whole to be copied
     display = None if args.quiet else RichProgress(Console(stderr=True))
 
     async def go(state: dict[str, Any]):
@@ -193,6 +196,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from .reference import reference_toml
+
+    sys.stdout.write(reference_toml())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -208,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fd, path = tempfile.mkstemp(prefix="isheep-crash-", suffix=".txt")
         with os.fdopen(fd, "w") as fh:
             traceback.print_exc(file=fh)
-        logging.getLogger("isheep").exception("internal error")
+        if logging.getLogger("isheep").handlers:
+            logging.getLogger("isheep").exception("internal error")
         sys.stderr.write(f"isheep: internal error: {type(exc).__name__}: {exc} (traceback in {path})\n")
         return 1
 

@@ -92,9 +92,9 @@ class ProposerConfig(_Section):
         0, ge=0, le=50, description="Extra in-context examples drawn from this run's instructions (Self-Instruct uses 2)."
     )
     tasks_per_call: int = Field(20, ge=1, le=200, description="How many tasks the meta-prompt asks for.")
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_tokens: int = Field(1000, ge=16)
+    temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature of proposals.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling of proposals.")
+    max_tokens: int = Field(1000, ge=16, description="Tokens per proposal reply.")
     rouge_threshold: float = Field(0.7, gt=0, le=1, description="Reject if ROUGE-L F against the history exceeds this.")
     min_words: int = Field(4, ge=1, description="Instructions with fewer words are dropped (recipe: 3 or fewer).")
     max_words: int = Field(150, ge=1, description="Instructions with more words are dropped.")
@@ -110,9 +110,9 @@ class ResponderConfig(_Section):
     """Answers (recipe steps 4-5)."""
 
     workers: int = Field(32, ge=1, le=4096, description="Concurrent answer requests.")
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_tokens: int = Field(1000, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature of answers.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling of answers.")
+    max_tokens: int = Field(1000, ge=1, description="Tokens per answer.")
     system_prompt: str | None = Field(None, description="System turn; None keeps the model's own default.")
     drop_truncated: bool = Field(True, description="Reject answers cut off by max_tokens.")
 
@@ -125,8 +125,8 @@ class CriticConfig(_Section):
         "auto", description="json: response_format schema; text: parse '<score>||<why>'; auto: json, text if refused."
     )
     model: Literal["current", "base"] = Field("current", description="Which model assesses.")
-    temperature: float = Field(0.0, ge=0, le=2)
-    max_tokens: int = Field(256, ge=8)
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature of assessments (0: greedy).")
+    max_tokens: int = Field(256, ge=8, description="Tokens per assessment reply.")
     quality_template: Path | None = Field(None, description="Default: prompts/critic_quality.txt.")
     following_template: Path | None = Field(None, description="Default: prompts/critic_following.txt.")
     max_unparseable_streak: int = Field(

@@ -9,11 +9,12 @@ of a quadratic-time LCS against every earlier instruction, each check
    the multiset overlap of the two token lists, so a pair needs at least ``o_min(m, n)`` shared
    tokens, and by the prefix-filtering lemma it then shares one of the first
    ``len - o_min + 1`` tokens of each list under one fixed token order (rarest first);
-2. drops candidates whose token overlap is too small; and
-3. computes the exact LCS of the survivors with a bit-parallel algorithm (one pass of big-int
-   operations per token instead of a table).
+2. scores the candidates in one call of ``rapidfuzz`` (C++): its normalized Indel similarity
+   is ``2 * LCS / (m + n)``, ROUGE-L F in exact arithmetic; and
+3. re-checks the few that pass with ``rouge_score``'s own float formula, so the decision is
+   bit-for-bit the same.
 
-No external library offers this (rouge_score and its ports compare one pair at a time).
+The candidate index is ours (no library offers set-similarity prefix filtering for this).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections import Counter
 from functools import lru_cache
 from typing import Iterable, Sequence
 
+from rapidfuzz import process
+from rapidfuzz.distance import Indel, LCSseq
 from rouge_score.tokenize import tokenize as _rouge_tokenize
 
 # Until the first re-ranking by frequency, these common words rank lowest, so they sort last
@@ -50,19 +53,9 @@ def rouge_l_f(a: Sequence[str], b: Sequence[str]) -> float:
     return 0.0
 
 
-def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence (Crochemore et al.'s bit-vector algorithm)."""
-    if len(a) < len(b):
-        a, b = b, a
-    masks: dict[str, int] = {}
-    for i, token in enumerate(b):
-        masks[token] = masks.get(token, 0) | (1 << i)
-    full = (1 << len(b)) - 1
-    v = full
-    for token in a:
-        u = v & masks.get(token, 0)
-        v = ((v + u) | (v - u)) & full
-    return len(b) - v.bit_count()
+def lcs_length(a: Sequence, b: Sequence) -> int:
+    """Length of the longest common subsequence of two token lists."""
+    return int(LCSseq.similarity(a, b))
 
 
 @lru_cache(maxsize=None)
@@ -87,23 +80,23 @@ class RougeIndex:
     :meth:`check` tells whether a text would be rejected; :meth:`add` puts it in the pool.
     Candidates come from an inverted index of each entry's prefix (its rarest tokens, in a
     token order rebuilt by document frequency each time the pool doubles), bucketed by
-    position and length so PPJoin's positional bound skips whole buckets, and then get their
-    exact LCS computed. ``max_len`` bounds the token
-    count indexed this way; longer texts are compared directly.
+    position and length so PPJoin's positional bound skips whole buckets. ``max_len`` bounds
+    the token count indexed this way; longer texts are compared directly.
     """
 
     def __init__(self, threshold: float = 0.7, texts: Iterable[str] = (), *, max_len: int = 512) -> None:
         self.threshold = threshold
-        self.max_len = min(max_len, 1023)  # prefix positions are packed into 10 bits
-        self._rank: dict[str, int] = {}
+        self.max_len = max_len
+        self._ids: dict[str, int] = {}
+        self._rank: dict[int, int] = {}  # token id -> rank; higher ranks sort first (rarer)
         for i, word in enumerate(_COMMON):
-            self._rank.setdefault(word, i - len(_COMMON))  # "the" lowest: sorts last
-        self._tokens: list[tuple[str, ...]] = []
+            self._rank.setdefault(self._id(word), i - len(_COMMON))  # "the" lowest: sorts last
+        self._tokens: list[tuple[int, ...]] = []  # token ids (rapidfuzz compares ints fastest)
         # element -> (position in the entry's prefix, entry length) -> entries
         self._postings: dict[tuple[int, int], dict[tuple[int, int], list[int]]] = {}
         self._long: list[int] = []  # entries longer than max_len: compared directly
         self._prefix_cache: dict[int, int] = {}
-        self._df: Counter[str] = Counter()
+        self._df: Counter[int] = Counter()
         self._next_rebuild = 64
         for text in texts:
             self.add(text)
@@ -111,20 +104,28 @@ class RougeIndex:
     def __len__(self) -> int:
         return len(self._tokens)
 
+    def _id(self, token: str) -> int:
+        ids = self._ids
+        found = ids.get(token)
+        if found is None:
+            found = ids[token] = len(ids)
+        return found
+
     # -- order and prefixes ------------------------------------------------------------------
-    def _elements(self, tokens: Sequence[str], assign: bool) -> list[tuple[int, int]]:
-        """The multiset as (rank, occurrence) pairs, rarest (highest rank) first."""
-        seen: dict[str, int] = {}
+    def _elements(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """The multiset as (rank, occurrence) pairs, rarest (highest rank) first.
+
+        Tokens without a rank (new, or never indexed) rank above all others: assigning them
+        the next ranks later keeps every existing prefix in the same order.
+        """
+        seen: dict[int, int] = {}
         out = []
         rank = self._rank
-        for token in tokens:
+        fresh = 10**12
+        for token in ids:
             r = rank.get(token)
             if r is None:
-                if assign:
-                    # New tokens rank above all others: existing prefixes keep their order.
-                    r = rank[token] = len(rank) + 1_000_000
-                else:
-                    r = 10**12  # unseen: shares nothing with the pool, sorts first
+                r = fresh + token  # distinct, above every assigned rank
             occurrence = seen.get(token, 0)
             seen[token] = occurrence + 1
             out.append((r, occurrence))
@@ -150,19 +151,23 @@ class RougeIndex:
         self._rank = {token: i for i, token in enumerate(ordered)}
         self._postings = {}
         self._long = []
-        for entry, tokens in enumerate(self._tokens):
-            self._index(entry, tokens)
+        for entry, ids in enumerate(self._tokens):
+            self._index(entry, ids)
         self._next_rebuild = 2 * len(self._tokens)
 
-    def _index(self, entry: int, tokens: Sequence[str]) -> None:
-        m = len(tokens)
+    def _index(self, entry: int, ids: tuple[int, ...]) -> None:
+        m = len(ids)
         if m == 0:
             return  # F against an empty text is 0: it can never match
         if m > self.max_len:
             self._long.append(entry)
             return
+        rank = self._rank
+        for token in ids:
+            if token not in rank:
+                rank[token] = len(rank) + 10**9  # new tokens rank above the ranked ones
         postings = self._postings
-        for position, element in enumerate(self._elements(tokens, assign=True)[: self._prefix_len(m)]):
+        for position, element in enumerate(self._elements(ids)[: self._prefix_len(m)]):
             buckets = postings.get(element)
             if buckets is None:
                 buckets = postings[element] = {}
@@ -175,34 +180,36 @@ class RougeIndex:
     # -- public ------------------------------------------------------------------------------
     def check(self, text: str) -> tuple[bool, float, int | None]:
         """(is_duplicate, best F among the candidates checked, index of the matching entry)."""
-        return self._check_tokens(rouge_tokens(text))
+        return self._check_ids(self._lookup(rouge_tokens(text)))
 
     def add(self, text: str) -> None:
-        self._add_tokens(rouge_tokens(text))
+        self._add_ids(tuple(self._id(t) for t in rouge_tokens(text)))
 
     def check_and_add(self, text: str) -> tuple[bool, float, int | None]:
         """Check, and add to the pool when not a duplicate (Self-Instruct's loop body)."""
         tokens = rouge_tokens(text)
-        result = self._check_tokens(tokens)
+        result = self._check_ids(self._lookup(tokens))
         if not result[0]:
-            self._add_tokens(tokens)
+            self._add_ids(tuple(self._id(t) for t in tokens))
         return result
 
-    def text_tokens(self, index: int) -> tuple[str, ...]:
-        return self._tokens[index]
-
     # -- internals ---------------------------------------------------------------------------
-    def _add_tokens(self, tokens: list[str]) -> None:
+    def _lookup(self, tokens: list[str]) -> tuple[int, ...]:
+        ids = self._ids
+        # An unknown token gets an id no entry holds (it can match nothing in the pool).
+        return tuple(ids.get(t, -1 - i) for i, t in enumerate(tokens))
+
+    def _add_ids(self, ids: tuple[int, ...]) -> None:
         entry = len(self._tokens)
-        self._tokens.append(tuple(tokens))
-        self._df.update(set(tokens))
+        self._tokens.append(ids)
+        self._df.update(set(ids))
         if len(self._tokens) >= self._next_rebuild:
             self._rebuild()
         else:
-            self._index(entry, tokens)
+            self._index(entry, ids)
 
-    def _check_tokens(self, tokens: list[str]) -> tuple[bool, float, int | None]:
-        m = len(tokens)
+    def _check_ids(self, ids: tuple[int, ...]) -> tuple[bool, float, int | None]:
+        m = len(ids)
         if m == 0 or not self._tokens:
             return False, 0.0, None
         threshold = self.threshold
@@ -214,7 +221,7 @@ class RougeIndex:
             # An entry skipped here was either found earlier through a rarer token or cannot match.
             found: set[int] = set()
             postings = self._postings
-            for i, element in enumerate(self._elements(tokens, assign=False)[: self._prefix_len(m)]):
+            for i, element in enumerate(self._elements(ids)[: self._prefix_len(m)]):
                 buckets = postings.get(element)
                 if not buckets:
                     continue
@@ -223,32 +230,20 @@ class RougeIndex:
                     rest = n - j - 1
                     if 1 + (left if left < rest else rest) >= min_overlap(m, n, threshold):
                         found.update(bucket)
-            candidates = list(found) + self._long
+            candidates = sorted(found.union(self._long))
         else:
             candidates = list(range(len(entries)))
         if not candidates:
             return False, 0.0, None
-        # Match masks of the new text, built once; each candidate then costs one pass over its
-        # tokens (cheaper than any overlap count in Python).
-        masks: dict[str, int] = {}
-        for i, token in enumerate(tokens):
-            masks[token] = masks.get(token, 0) | (1 << i)
-        full = (1 << m) - 1
+        # One C++ pass scores them all; 2*LCS/(m+n) equals F up to float rounding, so a hair
+        # of slack lets every true match through to the exact check below.
+        hits = process.extract(ids, [entries[c] for c in candidates], scorer=Indel.normalized_similarity,
+                               score_cutoff=max(0.0, threshold - 1e-9), limit=None)
         best, best_entry = 0.0, None
-        # Ascending order: the first match found is the earliest entry in the pool.
-        for entry in sorted(candidates):
+        for _, _, position in sorted(hits, key=lambda hit: hit[2]):  # earliest entry first
+            entry = candidates[position]
             other = entries[entry]
-            n = len(other)
-            if min_overlap(m, n, threshold) > min(m, n):
-                continue
-            v = full
-            for token in other:
-                u = v & masks.get(token, 0)
-                v = ((v + u) | (v - u)) & full
-            lcs = m - v.bit_count()
-            if lcs == 0:
-                continue
-            f = _f_float(lcs, m, n)
+            f = _f_float(int(LCSseq.similarity(ids, other)), m, len(other))
             if f > best:
                 best, best_entry = f, entry
             if f > threshold:

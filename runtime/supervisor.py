@@ -40,6 +40,22 @@ log = logging.getLogger("isheep")
 MAX_FAILED_PROPOSALS = 10
 
 
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The most useful exception of a task group: a UserError if any, else the first one."""
+    flat: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            stack[:0] = list(exc.exceptions)
+        else:
+            flat.append(exc)
+    for exc in flat:
+        if isinstance(exc, UserError):
+            return exc
+    return flat[0] if flat else group
+
+
 class Supervisor:
     """Starts, drains and stops the roles of each round."""
 
@@ -171,6 +187,15 @@ class Supervisor:
         ]
         self._queues = {"responder": to_respond, "critic": to_assess, "curator": to_curate, "trainer": to_train}
         self._barren = 0
+        try:
+            await self._run_pipeline(ledger, stages, to_respond, (to_respond, to_assess, to_curate, to_train))
+        except BaseExceptionGroup as group:
+            # Surface the error a user can act on (garbage output, dead endpoint) as itself.
+            raise _first_error(group) from None
+
+    async def _run_pipeline(self, ledger: RoundLedger, stages: list, to_respond: asyncio.Queue,
+                            queues: tuple[asyncio.Queue, ...]) -> None:
+        to_assess, to_curate = queues[1], queues[2]
         async with asyncio.TaskGroup() as group:
             consumers = []
             for role, inbox, outbox, workers in stages:
@@ -182,7 +207,7 @@ class Supervisor:
             producers += [group.create_task(self._propose(ledger, to_respond), name=f"proposer-{i}")
                           for i in range(self.config.proposer.workers)]
             await asyncio.gather(*producers)
-            for queue in (to_respond, to_assess, to_curate, to_train):
+            for queue in queues:
                 await queue.join()
             for task in consumers:
                 task.cancel()

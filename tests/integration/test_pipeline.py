@@ -1,0 +1,195 @@
+"""The whole data side of a round against a real HTTP server (the test server, as a subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import isheep
+from isheep.runtime.config import load_config
+from isheep.runtime.store import RunStore
+
+
+def make_config(tmp_path: Path, urls, **overrides):
+    base = {
+        "endpoints": [{"base_url": u} for u in ([urls] if isinstance(urls, str) else urls)],
+        "out": str(tmp_path / "run"), "rounds": 2, "round_size": 30, "max_proposed": 400,
+        "client.backoff_s": 0.01, "client.backoff_max_s": 0.05, "client.timeout_s": 5,
+        "proposer.workers": 2, "responder.workers": 8, "critic.workers": 8, "metrics_interval_s": 0.2,
+    }
+    base.update(overrides)
+    return load_config(overrides=base, environ={})
+
+
+def check_accounting(folder: Path) -> dict:
+    """proposed = kept + rejected + failed in every round, nothing left unfinished, sound store."""
+    store = RunStore.open(folder, readonly=True)
+    try:
+        assert store.integrity() == []
+        for r in store.rounds():
+            counts = store.counts(r.round)
+            assert set(counts) <= {"kept", "rejected", "failed"}, counts
+            reasons = store.reasons(r.round)
+            assert sum(n for (state, _), n in reasons.items() if state == "rejected") == counts.get("rejected", 0)
+            assert sum(n for (state, _), n in reasons.items() if state == "failed") == counts.get("failed", 0)
+        rows = store.query("SELECT * FROM items")
+        assert len({row["id"] for row in rows}) == len(rows)
+        for row in rows:
+            if row["state"] == "kept":
+                assert row["quality"] > 8 and row["following"] > 8 and row["response"]
+                assert row["proposer_version"] == row["responder_version"] == row["critic_version"] == "v0"
+            else:
+                assert row["reason"], dict(row)
+        return {"counts": store.counts(), "rounds": store.rounds(), "reasons": store.reasons()}
+    finally:
+        store.close_sync()
+
+
+async def test_two_rounds_account_for_every_item(server, tmp_path, clean_env):
+    config = make_config(tmp_path, server.url)
+    result = await isheep.arun(config)
+    info = check_accounting(result.folder)
+    assert [r.state for r in info["rounds"]] == ["done", "done"]
+    assert len(result.rounds) == 2
+    for summary in result.rounds:
+        assert summary.kept >= 30  # the quota closed the round...
+        assert summary.proposed < 400  # ...long before the cap
+        assert summary.proposed == summary.kept + sum(summary.rejected.values()) + sum(summary.failed.values())
+    kinds = {reason.split(":")[0] for (_, reason) in info["reasons"]}
+    assert {"low_quality", "blacklist"} <= kinds  # the test server's bad tasks were caught
+    assert result.model == "test-model"  # the only model served was picked
+
+
+async def test_a_model_that_never_passes_ends_the_round_at_the_cap(server_factory, tmp_path, clean_env):
+    server = server_factory(keep_rate=0.0)
+    result = await isheep.arun(make_config(tmp_path, server.url, rounds=1, max_proposed=120))
+    assert result.rounds[0].proposed == 120 and result.rounds[0].kept == 0
+    info = check_accounting(result.folder)
+    assert info["rounds"][0].detail.startswith("proposal cap reached")
+
+
+async def test_failed_requests_fail_items_with_their_reason(server_factory, tmp_path, clean_env):
+    server = server_factory(fail_rate=0.3, fail_modes=["500", "503"])
+    config = make_config(tmp_path, server.url, rounds=1, **{"client.max_retries": 0})
+    result = await isheep.arun(config)
+    info = check_accounting(result.folder)
+    failed = {reason for (state, reason) in info["reasons"] if state == "failed"}
+    assert failed and failed <= {"http_500", "http_503"}
+    assert result.rounds[0].kept >= 30
+
+
+async def test_retries_are_bounded_and_recorded(server_factory, tmp_path, clean_env):
+    server = server_factory(fail_rate=0.2, fail_modes=["500", "429", "nonjson", "wrong_model"])
+    config = make_config(tmp_path, server.url, rounds=1, **{"client.max_retries": 3})
+    result = await isheep.arun(config)
+    check_accounting(result.folder)
+    with sqlite3.connect(result.folder / "isheep.db") as db:
+        retries = db.execute("SELECT COUNT(*) FROM events WHERE kind='retry'").fetchone()[0]
+        reasons = {json.loads(d)["reason"] for (d,) in db.execute("SELECT data FROM events WHERE kind='retry'")}
+    assert retries > 0
+    assert reasons <= {"http_500", "http_429", "bad_json", "wrong_model"}
+
+
+async def test_critic_falls_back_to_text_when_structured_output_is_refused(server_factory, tmp_path, clean_env):
+    server = server_factory(structured=False)
+    result = await isheep.arun(make_config(tmp_path, server.url, rounds=1))
+    check_accounting(result.folder)
+    assert result.rounds[0].kept >= 30
+    with sqlite3.connect(result.folder / "isheep.db") as db:
+        raws = [r for (r,) in db.execute("SELECT quality_raw FROM items WHERE state='kept' LIMIT 5")]
+        assert all("||" in r for r in raws)
+        assert db.execute("SELECT COUNT(*) FROM events WHERE kind='critic'").fetchone()[0] == 1
+
+
+async def test_completions_api_for_the_proposer(server, tmp_path, clean_env):
+    result = await isheep.arun(make_config(tmp_path, server.url, rounds=1, **{"proposer.api": "completions"}))
+    check_accounting(result.folder)
+    assert result.rounds[0].kept >= 30
+
+
+async def test_machine_examples_are_mixed_in(server, tmp_path, clean_env):
+    result = await isheep.arun(make_config(tmp_path, server.url, rounds=1, **{"proposer.num_machine_examples": 2}))
+    check_accounting(result.folder)
+
+
+async def test_pool_spreads_requests_and_survives_losing_an_endpoint(server_factory, tmp_path, clean_env):
+    first, second = server_factory(delay_s=0.02), server_factory(delay_s=0.02)
+    config = make_config(tmp_path, [first.url, second.url], rounds=2, round_size=60, max_proposed=800,
+                         **{"client.max_retries": 4})
+
+    async def kill_one_later():
+        await asyncio.sleep(0.7)
+        second.stop()
+
+    killer = asyncio.create_task(kill_one_later())
+    result = await isheep.arun(config)
+    await killer
+    check_accounting(result.folder)
+    assert first.stats()["requests"] > 0
+    assert sum(r.kept for r in result.rounds) >= 120
+    with sqlite3.connect(result.folder / "isheep.db") as db:
+        lost = db.execute("SELECT COUNT(*) FROM events WHERE kind='retry' AND message LIKE ?",
+                          (f"%{second.port}%connection%",)).fetchone()[0]
+    assert lost > 0  # the dead endpoint was noticed, and its requests went to the other one
+
+
+async def test_graceful_stop_then_resume_finishes_without_duplicates(server_factory, tmp_path, clean_env):
+    server = server_factory(delay_s=0.01)
+    config = make_config(tmp_path, server.url, rounds=2, round_size=40)
+    holder = {}
+
+    async def stop_soon():
+        while "s" not in holder or holder["s"].stats.ledger is None or holder["s"].stats.ledger.kept < 10:
+            await asyncio.sleep(0.02)
+        holder["s"].request_stop()
+
+    stopper = asyncio.create_task(stop_soon())
+    first = await isheep.arun(config, on_supervisor=lambda s: holder.__setitem__("s", s))
+    await stopper
+    assert first.stopped
+    with sqlite3.connect(first.folder / "isheep.db") as db:
+        before = {row[0]: row[1:] for row in db.execute(
+            "SELECT id, state, updated_at FROM items WHERE state IN ('kept','rejected','failed')")}
+    assert before
+    config = make_config(tmp_path, server.url, rounds=2, round_size=40)
+    second = await isheep.arun(config, resume=True)
+    assert not second.stopped
+    check_accounting(second.folder)
+    with sqlite3.connect(first.folder / "isheep.db") as db:
+        after = {row[0]: row[1:] for row in db.execute("SELECT id, state, updated_at FROM items")}
+    for item_id, value in before.items():
+        assert after[item_id] == value  # finished work was not redone
+
+
+async def test_export_writes_jsonl_and_a_datasets_folder(server, tmp_path, clean_env):
+    result = await isheep.arun(make_config(tmp_path, server.url, rounds=2, round_size=10))
+    info = isheep.export_run(result.folder)
+    lines = (result.folder / "exports" / "round-01.jsonl").read_text().splitlines()
+    assert len(lines) == info["rounds"][1] == result.rounds[0].kept
+    row = json.loads(lines[0])
+    assert row["messages"][1]["content"] == row["response"] and row["state"] == "kept"
+    from datasets import load_from_disk
+
+    data = load_from_disk(info["dataset"])
+    assert set(data.keys()) == {"round_1", "round_2"} and len(data["round_1"]) == len(lines)
+    everything = isheep.export_run(result.folder, tmp_path / "all", include_all=True)
+    assert everything["rounds"][1] == result.rounds[0].proposed
+
+
+async def test_api_key_is_sent_and_never_written(server_factory, tmp_path, clean_env, monkeypatch):
+    key = "sk-test-planted-9f8e7d6c5b4a"
+    server = server_factory(api_key=key)
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    config = load_config(overrides={"endpoints": [{"base_url": server.url}], "out": str(tmp_path / "run"),
+                                    "rounds": 1, "round_size": 10, "max_proposed": 200})
+    result = await isheep.arun(config)
+    assert result.rounds[0].kept >= 10
+    isheep.export_run(result.folder)
+    for path in result.folder.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
+    assert (result.folder.stat().st_mode & 0o077) == 0  # user-only run folder

@@ -1,0 +1,63 @@
+"""Processes the tests drive: the OpenAI-compatible test server and the isheep CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER = ROOT / "tests" / "support" / "openai_server.py"
+
+
+class ServerProcess:
+    """A running test server: its URL, and live control of its behaviour."""
+
+    def __init__(self, behaviour: dict[str, Any] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SERVER), "--port", "0", "--config", json.dumps(behaviour or {})],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError(f"test server did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
+        self.port = int(line.split()[1])
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def control(self, **changes: Any) -> dict[str, Any]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/_control", data=json.dumps(changes).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_stats", timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def isheep_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "isheep.runtime.cli", *args]
+
+
+def clean_environ(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(extra or {})
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+            cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(isheep_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          env=clean_environ(env), cwd=cwd)

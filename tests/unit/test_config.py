@@ -1,0 +1,78 @@
+"""Config: defaults, TOML, environment and overrides, and one-line errors."""
+
+import pytest
+
+from isheep.runtime.config import RunConfig, load_config, parse_set_option
+from isheep.runtime.errors import ConfigError
+
+
+def test_defaults_follow_the_recipe():
+    c = RunConfig()
+    assert (c.proposer.num_examples, c.proposer.temperature, c.proposer.top_p, c.proposer.max_tokens) == (5, 1.0, 0.95, 1000)
+    assert c.proposer.rouge_threshold == 0.7 and c.proposer.min_words == 4 and c.proposer.max_words == 150
+    assert (c.curator.quality_threshold, c.curator.following_threshold) == (8, 8)
+    assert c.rounds == 6 and c.max_proposed == 10_000
+    assert "flowchart" in c.proposer.blacklist and "go to" in c.proposer.blacklist
+
+
+def test_toml_file_env_and_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('rounds = 3\nmodel = "m"\n[proposer]\ntemperature = 0.7\n[[endpoints]]\nbase_url = "http://h:1/v1"\n')
+    c = load_config(path, environ={})
+    assert c.rounds == 3 and c.proposer.temperature == 0.7 and c.endpoints[0].base_url == "http://h:1/v1"
+    c = load_config(path, environ={"OPENAI_BASE_URL": "http://env:2/v1", "OPENAI_API_KEY": "sk-env"})
+    assert c.endpoints[0].base_url == "http://env:2/v1"
+    assert c.endpoints[0].resolved_key({}) == "sk-env"
+    c = load_config(path, {"rounds": 5, "proposer.temperature": 0.2,
+                           "endpoints": [{"base_url": "http://cli:3"}]}, environ={"OPENAI_BASE_URL": "http://env:2/v1"})
+    assert c.rounds == 5 and c.proposer.temperature == 0.2
+    assert c.endpoints[0].base_url == "http://cli:3/v1"  # a bare host gets /v1
+
+
+def test_api_key_env_wins_over_openai_api_key():
+    c = load_config(overrides={"endpoints": [{"base_url": "http://h:1/v1", "api_key_env": "MY_KEY"}]},
+                    environ={"OPENAI_API_KEY": "sk-a", "MY_KEY": "sk-b"})
+    assert c.endpoints[0].resolved_key({"MY_KEY": "sk-b"}) == "sk-b"
+
+
+def test_public_dict_has_no_secrets():
+    c = load_config(overrides={"endpoints": [{"base_url": "http://h:1/v1", "api_key": "sk-secret"}]}, environ={})
+    assert "sk-secret" not in str(c.public_dict())
+    assert "sk-secret" not in repr(c)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("rounds = 0", "rounds: Input should be greater than or equal to 1 (got 0)"),
+    ('rounds = "two"', "rounds: Input should be a valid integer"),
+    ("colour = 3", "colour: unknown key"),
+    ("[proposer]\ntemprature = 1.0", "proposer.temprature: unknown key"),
+    ("[proposer]\ntemperature = 9", "proposer.temperature: Input should be less than or equal to 2"),
+    ('[[endpoints]]\nbase_url = "localhost:8000"', "endpoint URL must look like http://host:port/v1"),
+    ('[[endpoints]]\nbase_url = "http://h:99999/v1"', "invalid port"),
+    ("round_size = 50\nmax_proposed = 10", "max_proposed (10) is smaller than round_size (50)"),
+    ("rounds = [", "is not valid TOML"),
+])
+def test_bad_configs_are_one_line_errors(tmp_path, text, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    message = str(err.value)
+    assert needle in message and "\n" not in message
+
+
+def test_missing_and_binary_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml", environ={})
+    path = tmp_path / "bin.toml"
+    path.write_bytes(b"\xff\xfe\x00rounds")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path, environ={})
+
+
+def test_set_option_parsing():
+    assert parse_set_option("proposer.temperature=0.5") == ("proposer.temperature", 0.5)
+    assert parse_set_option("model=my-model") == ("model", "my-model")
+    assert parse_set_option('proposer.blacklist=["x"]') == ("proposer.blacklist", ["x"])
+    with pytest.raises(ConfigError):
+        parse_set_option("novalue")
