@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from .errors import UserError
-from .messages import Assessment, Instruction, Response, Verdict
+from .messages import Assessment, Instruction, Response, RoundEvent, Verdict
 
 SCHEMA_VERSION = 1
 DB_NAME = "isheep.db"
@@ -122,7 +122,7 @@ def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def op_for(message: Instruction | Response | Assessment | Verdict, seq: int | None = None) -> list[Op]:
+def op_for(message: Instruction | Response | Assessment | Verdict | RoundEvent, seq: int | None = None) -> list[Op]:
     """The SQL that records one transition.
 
     Updates name the state they expect to leave, so replaying or double-processing an item
@@ -152,6 +152,18 @@ def op_for(message: Instruction | Response | Assessment | Verdict, seq: int | No
             " WHERE id=? AND state='responded'",
             (q.value, q.explanation, q.raw, f.value, f.explanation, f.raw, message.model_version, now, message.id),
             message.id,
+        )]
+    if isinstance(message, RoundEvent):
+        ended = message.created_at if message.state in ("done", "failed") else None
+        return [(
+            "INSERT INTO rounds (round, state, model_version, started_at, ended_at, detail) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(round) DO UPDATE SET state=excluded.state, ended_at=excluded.ended_at,"
+            " detail=excluded.detail, model_version=excluded.model_version",
+            (message.round, message.state, message.model_version, message.created_at, ended, message.detail),
+        ), (
+            "INSERT INTO events (ts, round, level, kind, message, data) VALUES (?, ?, 'info', 'round', ?, ?)",
+            (message.created_at, message.round, f"round {message.round} {message.state}"
+             + (f": {message.detail}" if message.detail else ""), json.dumps({"state": message.state})),
         )]
     if isinstance(message, Verdict):
         if message.stage == "proposer":
@@ -376,16 +388,6 @@ class RunStore:
         return [("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))]
 
     # -- rounds ------------------------------------------------------------------------------
-    @staticmethod
-    def round_op(round: int, state: str, model_version: str, detail: str = "") -> Op:
-        ended = time.time() if state in ("done", "failed") else None
-        return (
-            "INSERT INTO rounds (round, state, model_version, started_at, ended_at, detail) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(round) DO UPDATE SET state=excluded.state, ended_at=excluded.ended_at,"
-            " detail=excluded.detail, model_version=excluded.model_version",
-            (round, state, model_version, time.time(), ended, detail),
-        )
-
     def rounds(self) -> list[RoundRow]:
         rows = self._conn.execute("SELECT * FROM rounds ORDER BY round").fetchall()
         return [RoundRow(**dict(row)) for row in rows]

@@ -30,7 +30,7 @@ from .config import RunConfig
 from .endpoints import EndpointError, EndpointPool
 from .errors import EndpointUnavailable, GarbageOutput, UserError
 from .ledger import RoundLedger, reason_kind, seq_of
-from .messages import Assessment, Instruction, ProposalRequest, Response, Score, Verdict
+from .messages import Assessment, Instruction, ProposalRequest, Response, RoundEvent, Score, Verdict
 from .stats import RoleStats, RoundSummary, RunStats
 from .store import PENDING_STATES, RunStore, StoreIntegrityError, op_for
 
@@ -134,8 +134,8 @@ class Supervisor:
         ledger = self._ledger(k)
         opened = not any(r.round == k for r in self.store.rounds())
         if opened:
-            await self.store.write([RunStore.round_op(k, "generating", version)])
-            self.store.event("round", f"round {k} started on model {version}", round=k)
+            await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=version,
+                                                     state="generating", detail=f"on model {version}")))
         else:
             self.store.event("round", f"round {k} resumed: {ledger.proposed} proposed, {ledger.kept} kept so far",
                              round=k)
@@ -147,8 +147,8 @@ class Supervisor:
         await self._generate(ledger)
         generation_s = time.monotonic() - started
         detail = f"quota met ({ledger.kept} kept)" if ledger.quota_met else f"proposal cap reached ({ledger.cap})"
-        await self.store.write([RunStore.round_op(k, "done", version, detail)])
-        self.store.event("round", f"round {k} closed: {detail}", round=k)
+        await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=version, state="done",
+                                                 detail=detail)))
         prompt, completion = (a - b for a, b in zip(self._tokens(), tokens_before))
         self.summaries.append(RoundSummary(
             round=k, model_version=version, proposed=ledger.proposed, kept=ledger.kept,

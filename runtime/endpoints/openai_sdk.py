@@ -6,6 +6,7 @@ Slower per request than the http kind (typed request building and parsing), so i
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -48,10 +49,11 @@ class OpenAIEndpoint(Endpoint):
             raise EndpointError("connection", f"{self.base_url}: {exc}", retryable=True) from None
         except openai.APIStatusError as exc:
             raise status_error(exc.status_code, str(exc.message)) from None
+        body = raw.http_response.content  # parsed as the http kind does, for the same errors
         try:
-            return raw.parse().model_dump() if hasattr(raw, "parse") else raw
-        except (ValueError, openai.APIResponseValidationError) as exc:
-            raise EndpointError("bad_json", str(exc)[:200], retryable=True) from None
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise EndpointError("bad_json", body[:200].decode("utf-8", "replace"), retryable=True) from None
 
     async def chat(self, body: dict[str, Any]) -> Completion:
         args = self._split(body, _CHAT_PARAMS)

@@ -185,3 +185,18 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(server_factory, tmp_path):
         assert db.execute("SELECT state FROM rounds").fetchall() == [("done",)]
         assert db.execute("SELECT COUNT(*) FROM items WHERE state IN ('proposed','responded','assessed')"
                           ).fetchone()[0] == 0
+
+
+def test_second_ctrl_c_aborts(server_factory, tmp_path):
+    server = server_factory(delay_s=0.2)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(isheep_cmd("run", "--endpoint", server.url, "--rounds", "1", "--round-size", "40",
+                                       "--max-proposed", "600", "--out", str(out), "--quiet"),
+                            env=clean_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_items(out / "isheep.db", 1)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    with sqlite3.connect(out / "isheep.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -193,3 +193,36 @@ async def test_api_key_is_sent_and_never_written(server_factory, tmp_path, clean
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
     assert (result.folder.stat().st_mode & 0o077) == 0  # user-only run folder
+
+
+async def test_the_openai_sdk_kind_runs_the_same_loop(server, tmp_path, clean_env):
+    config = make_config(tmp_path, server.url, rounds=1)
+    config.endpoints[0].kind = "openai"
+    result = await isheep.arun(config)
+    check_accounting(result.folder)
+    assert result.rounds[0].kept >= 30
+
+
+async def test_sdk_kind_maps_errors_like_the_http_kind(server_factory, tmp_path, clean_env):
+    server = server_factory(fail_rate=0.3, fail_modes=["500", "nonjson"])
+    config = make_config(tmp_path, server.url, rounds=1, **{"client.max_retries": 0})
+    config.endpoints[0].kind = "openai"
+    result = await isheep.arun(config)
+    info = check_accounting(result.folder)
+    failed = {reason for (state, reason) in info["reasons"] if state == "failed"}
+    assert failed and failed <= {"http_500", "bad_json", "bad_reply"}
+
+
+async def test_rate_limit_spaces_requests(server, tmp_path, clean_env):
+    from isheep.runtime.config import ClientConfig
+    from isheep.runtime.endpoints import EndpointPool, HttpEndpoint
+
+    pool = EndpointPool([(HttpEndpoint(server.url, None, timeout_s=5, connect_timeout_s=5, max_in_flight=64), 64)],
+                        ClientConfig(rate_limit=20))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.gather(*(pool.chat({"model": "test-model", "messages": [{"role": "user", "content": "hi"}]})
+                           for _ in range(50)))
+    # 50 requests at 20 per second need at least two full periods after the first burst.
+    assert loop.time() - started >= 2.0
+    await pool.aclose()

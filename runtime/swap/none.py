@@ -1,0 +1,15 @@
+"""``none``: keep serving the current model (the checkpoint is recorded, not served)."""
+
+from __future__ import annotations
+
+from isheep.agents.base import ServedModel
+from isheep.agents.trainer import Checkpoint
+
+from .base import SwapStrategy
+
+
+class NoSwap(SwapStrategy):
+    name = "none"
+
+    async def swap(self, checkpoint: Checkpoint, current: ServedModel) -> ServedModel:
+        return current
