@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
 In = TypeVar("In")
@@ -17,10 +18,12 @@ Out = TypeVar("Out")
 
 @dataclass
 class ServedModel:
-    """A model as requests name it: ``name`` goes in the request, ``version`` in the lineage."""
+    """A model as requests name it: ``name`` goes in the request, ``version`` in the lineage,
+    ``path`` is its weights (a model folder, or a LoRA adapter) when this run knows them."""
 
     version: str
     name: str
+    path: Path | None = None
 
 
 @dataclass

@@ -37,9 +37,11 @@ RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "assessment", 
 
 FORMAT_TEXT = ("Reply with the score, two vertical bars, then a one-sentence explanation, and nothing else. "
                "Example: 7||The answer is correct but repeats itself.")
+# No example score: small models copy it.
 FORMAT_JSON = ('Reply with a JSON object with the keys "score" (an integer from 1 to 10) and "explanation" '
-               '(one sentence), e.g. {"score": 7, "explanation": "The answer is correct but repeats itself."}')
+               '(one sentence).')
 
+_JSON_PREFIX = re.compile(r'^\{\s*"score"\s*:\s*"?(\d{1,3})"?\s*,')  # a reply cut off in the explanation
 _TEXT_SCORE = re.compile(r"^\W*(\d{1,3})(?:\s*/\s*10)?\W*?\s*\|\|\s*(.*)$", re.DOTALL)
 _NUMBER = re.compile(r"^\s*(\d{1,3})\s*(?:/\s*10)?\s*$")
 
@@ -72,6 +74,9 @@ def parse_score(raw: str) -> Score:
             explanation = data.get("explanation", "")
             return Score(value=_valid(data.get("score")), raw=raw,
                          explanation=explanation if isinstance(explanation, str) else str(explanation))
+        prefix = _JSON_PREFIX.match(text)
+        if prefix:  # the token limit cut the explanation; the score came first and is whole
+            return Score(value=_valid(int(prefix.group(1))), raw=raw, explanation="(cut off)")
     match = _TEXT_SCORE.match(text)
     if match:
         return Score(value=_valid(int(match.group(1))), explanation=match.group(2).strip(), raw=raw)

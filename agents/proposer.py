@@ -27,6 +27,7 @@ NO_INPUT = "<noinput>"
 
 _MARKER = re.compile(r"^\s*(\d+)\s*[.)]\s*(instruction|input|output)\s*:\s?(.*)$", re.IGNORECASE)
 _NUMBERED = re.compile(r"^\s*(\d+)\s*[.)]\s+(\S.*)$")
+_LEADING_NUMBER = re.compile(r"^\d+\s*[.)]\s+")
 _LEAK = re.compile(r"\b(instruction|input|output)\s*:", re.IGNORECASE)
 _URL = re.compile(r"(https?://|www\.)\S+", re.IGNORECASE)
 _NOINPUT = re.compile(r"no\s?input", re.IGNORECASE)
@@ -87,7 +88,8 @@ def parse_drafts(text: str, truncated: bool) -> list[Draft]:
         value = value.strip()
         if value.lower() in _EMPTY_INPUTS:
             value = ""
-        result.append(Draft(" ".join(instruction.split()), value))
+        # Small models number the instruction itself ("6. Instruction: 1. Write..."): drop that.
+        result.append(Draft(_LEADING_NUMBER.sub("", " ".join(instruction.split())), value))
     return result
 
 

@@ -7,6 +7,7 @@ name) is checked before the run folder is written, so a bad start leaves nothing
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -20,17 +21,18 @@ from isheep.agents.critic import Critic
 from isheep.agents.curator import Curator
 from isheep.agents.proposer import Proposer
 from isheep.agents.responder import Responder
-from isheep.agents.trainer import Trainer
+from isheep.agents.trainer import Checkpoint, Trainer, TrlBackend
 from isheep.prompts import load_template
 
 from .config import RunConfig
 from .dedup import RougeIndex
-from .endpoints import EndpointPool
 from .errors import UserError
 from .seeds import load_seeds
+from .serving import Serving, open_serving
 from .stats import RoundSummary, RunStats
-from .store import RunStore
+from .store import RunStore, model_row_op
 from .supervisor import Supervisor
+from .swap import SwapError
 
 log = logging.getLogger("isheep")
 
@@ -104,50 +106,54 @@ def default_folder(config: RunConfig) -> Path:
 async def arun(config: RunConfig, *, resume: bool = False, display: Display | None = None,
                environ: Mapping[str, str] | None = None,
                on_supervisor: Callable[[Supervisor], None] | None = None,
-               roles: Mapping[str, Callable[..., Any]] | None = None) -> RunResult:
+               roles: Mapping[str, Callable[..., Any]] | None = None,
+               progress: Callable[[str], None] | None = None) -> RunResult:
     """Run (or, with ``resume``, continue) the loop described by ``config``.
 
+    With no endpoint configured, a managed vLLM server is started on the configured model
+    (the embedded SmolLM2 by default) and stopped at the end, whatever happens.
     ``roles`` replaces built-in roles: a mapping from a role name (``proposer``, ``responder``,
     ``critic``, ``curator``, ``trainer``) to a factory called with the same arguments as the
-    built-in class (see ``examples/custom_role.py``).
+    built-in class (see ``examples/custom_role.py``). ``progress`` receives start-up messages.
     """
     environ = os.environ if environ is None else environ
     started = time.monotonic()
     folder = Path(config.out) if config.out else default_folder(config)
     if not resume and (folder / "isheep.db").exists():
         raise UserError(f"{folder} already holds a run; continue it with --resume {folder}")
-    if not config.endpoints:
-        raise UserError("no endpoint: pass --endpoint URL or set OPENAI_BASE_URL")
 
     # Inputs first: a bad seed file or template must not leave a half-made run folder.
     seeds = load_seeds(config.proposer.seeds, minimum=config.proposer.num_examples)
     propose_template = load_template("propose", config.proposer.template)
     critic_templates = {"quality": load_template("critic_quality", config.critic.quality_template),
                         "following": load_template("critic_following", config.critic.following_template)}
-    pool = EndpointPool.from_config(config.endpoints, config.client, environ)
     store: RunStore | None = None
     handler: logging.Handler | None = None
+    serving: Serving | None = None
     try:
-        model = await pool.verify(config.model)
+        serving = await open_serving(config, folder, environ, progress)
+        servers = serving.servers
+        model = await serving.pool.verify(servers[0].served_name if servers else config.model)
         config.model = model
         if resume:
             store = RunStore.open(folder)
-            await_ops = store.set_meta("config", config.public_dict())
-            store.write_sync(await_ops)
+            store.write_sync(store.set_meta("config", config.public_dict()))
         else:
             store = RunStore.create(folder, {
                 "isheep_version": version(), "run_name": config.name or folder.name,
                 "config": config.public_dict(), "model": model,
             })
-            store.write_sync([(
-                "INSERT INTO models (version, parent, round, served_name, path, state, created_at, detail)"
-                " VALUES ('v0', NULL, 0, ?, NULL, 'serving', ?, '{}')", (model, time.time()))])
-        secrets = [ep.resolved_key(environ) or "" for ep in config.endpoints]
+            store.write_sync([model_row_op("v0", parent=None, round=0, served_name=model, state="serving",
+                                           path=str(serving.base_path) if serving.base_path else None, detail={})])
+        secrets = [ep.resolved_key(environ) or "" for ep in config.endpoints] + serving.secrets
+        for server in servers:
+            server.on_event = lambda level, message: store.event("server", message, level=level)
         handler = _attach_log(folder, secrets)
-        log.info("run %s: model %s on %s", folder, model, ", ".join(pool.urls))
+        log.info("run %s: model %s on %s", folder, model, ", ".join(serving.pool.urls))
 
-        base = ServedModel(version="v0", name=model)
-        models = Models(policy=base, base=base)
+        base = ServedModel(version="v0", name=model, path=serving.base_path)
+        models = Models(policy=await _restore_policy(store, serving, base, progress), base=base)
+        pool = serving.pool
         index = RougeIndex(config.proposer.rouge_threshold, [s.instruction for s in seeds])
         for text in store.screened_instructions():
             index.add(text)
@@ -161,15 +167,18 @@ async def arun(config: RunConfig, *, resume: bool = False, display: Display | No
                                 for r in store.query("SELECT instruction, input FROM items WHERE"
                                                      " NOT (stage='proposer' AND state='rejected')")]
         stats = RunStats(run_name=config.name or folder.name, folder=str(folder), endpoints=pool.urls,
-                         rounds_total=config.rounds)
+                         rounds_total=config.rounds, model_version=models.policy.version)
+        backend = TrlBackend(config.trainer, _training_progress(store, stats)) \
+            if config.training_backend() == "trl" else None
         supervisor = Supervisor(
             config, store, pool, models,
             proposer=proposer,
             responder=make["responder"](config.responder, pool, models),
-            critic=make["critic"](config.critic, pool, models, critic_templates),
+            critic=make["critic"](config.critic, serving.critic_pool, models, critic_templates),
             curator=make["curator"](config.curator),
-            trainer=make["trainer"](config.trainer),
+            trainer=make["trainer"](config.trainer, backend),
             stats=stats,
+            swapper=serving.swapper,
         )
         if on_supervisor is not None:
             on_supervisor(supervisor)
@@ -189,12 +198,51 @@ async def arun(config: RunConfig, *, resume: bool = False, display: Display | No
             stopped=supervisor.stopped, elapsed_s=time.monotonic() - started,
             prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens)
     finally:
+        for server in serving.servers if serving is not None else []:
+            server.on_event = None  # the store closes first
         if store is not None:
             await store.aclose()
-        await pool.aclose()
+        if serving is not None:
+            await serving.aclose()
         if handler is not None:
             logging.getLogger("isheep").removeHandler(handler)
             handler.close()
+
+
+async def _restore_policy(store: RunStore, serving: Serving, base: ServedModel,
+                          progress: Callable[[str], None] | None) -> ServedModel:
+    """The model a resumed run was serving: swapped back in on a fresh managed server."""
+    row = store.serving_model()
+    if row is None or row["version"] == base.version:
+        return base
+    detail = json.loads(row["detail"] or "{}")
+    if not serving.servers:  # an external endpoint kept serving it
+        return ServedModel(version=row["version"], name=row["served_name"], path=Path(row["path"]) if row["path"] else None)
+    checkpoint = Checkpoint(version=row["version"], parent=row["parent"] or base.version, round=row["round"],
+                            path=Path(row["path"]), adapter=Path(detail["adapter"]) if detail.get("adapter") else None,
+                            kind=detail.get("kind", "full"))
+    if progress is not None:
+        progress(f"restoring model {checkpoint.version} from {checkpoint.path}")
+    try:
+        return await serving.swapper.swap(checkpoint, base)
+    except SwapError as exc:
+        raise UserError(f"cannot serve {checkpoint.version} again on resume: {exc}") from None
+
+
+def _training_progress(store: RunStore, stats: RunStats) -> Callable[[dict[str, Any]], None]:
+    """Training job lines -> the live stats and the store's events (the monitor plots them)."""
+
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "step":
+            stats.training.update({k: event.get(k) for k in ("step", "max_steps", "loss", "tokens_per_s", "epoch")})
+            store.event("train_step", f"step {event.get('step')}: loss {event.get('loss', 0):.4f}",
+                        round=stats.round or None, data={k: event.get(k) for k in
+                                                         ("step", "max_steps", "loss", "tokens_per_s", "epoch")})
+        elif kind == "start":
+            stats.training.update({"examples": event.get("examples"), "device": event.get("device")})
+
+    return on_event
 
 
 def run(config: RunConfig, **kwargs: Any) -> RunResult:

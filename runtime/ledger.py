@@ -40,6 +40,8 @@ class RoundLedger:
     calls_done: int = 0
     admitted_total: int = 0
     tasks_per_call: int = 20
+    #: In flight at least, whatever the estimate (a slow server batches better with more).
+    min_pending: int = 0
 
     def take(self, wanted: int) -> int:
         """Grant up to ``wanted`` proposals under the cap (the rest are dropped unrecorded)."""
@@ -72,6 +74,8 @@ class RoundLedger:
         rate = (self.kept + 10) / (self.screened_finished + 10)
         per_call = self.admitted_total / self.calls_done if self.calls_done else self.tasks_per_call
         coming = self.in_pipeline + self.calls_in_flight * per_call
+        if coming < self.min_pending:
+            return False
         return self.kept + coming * rate >= self.quota
 
     def admitted(self, count: int) -> None:

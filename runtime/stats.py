@@ -73,6 +73,8 @@ class RunStats:
     requests: int = 0
     retries: int = 0
     last_error: str = ""
+    #: The training job's latest progress: round, examples, step, max_steps, loss, tokens_per_s.
+    training: dict[str, Any] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data for the metrics table (the monitor reads it back)."""
@@ -88,6 +90,7 @@ class RunStats:
             "completion_tokens": self.completion_tokens,
             "requests": self.requests,
             "retries": self.retries,
+            "training": dict(self.training),
             "round_counts": None if ledger is None else {
                 "proposed": ledger.proposed, "kept": ledger.kept, "quota": ledger.quota, "cap": ledger.cap,
                 "rejected": dict(ledger.rejected), "failed": dict(ledger.failed)},

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from .errors import UserError
-from .messages import Assessment, Instruction, Response, RoundEvent, Verdict
+from .messages import Assessment, Instruction, ModelEvent, Response, RoundEvent, Verdict
 
 SCHEMA_VERSION = 1
 DB_NAME = "isheep.db"
@@ -122,7 +122,20 @@ def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def op_for(message: Instruction | Response | Assessment | Verdict | RoundEvent, seq: int | None = None) -> list[Op]:
+def model_row_op(version: str, *, parent: str | None, round: int, served_name: str, path: str | None, state: str,
+                 detail: dict[str, Any]) -> Op:
+    """Record a model version (lineage): what it came from, what it was trained on, where it is."""
+    return (
+        "INSERT INTO models (version, parent, round, served_name, path, state, created_at, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(version) DO UPDATE SET parent=excluded.parent,"
+        " round=excluded.round, served_name=excluded.served_name, path=excluded.path, state=excluded.state,"
+        " detail=excluded.detail",
+        (version, parent, round, served_name, path, state, time.time(), json.dumps(detail)),
+    )
+
+
+def op_for(message: Instruction | Response | Assessment | Verdict | RoundEvent | ModelEvent,
+           seq: int | None = None) -> list[Op]:
     """The SQL that records one transition.
 
     Updates name the state they expect to leave, so replaying or double-processing an item
@@ -165,6 +178,19 @@ def op_for(message: Instruction | Response | Assessment | Verdict | RoundEvent, 
             (message.created_at, message.round, f"round {message.round} {message.state}"
              + (f": {message.detail}" if message.detail else ""), json.dumps({"state": message.state})),
         )]
+    if isinstance(message, ModelEvent):
+        state = {"serving": "serving", "swap_failed": "failed", "rolled_back": "failed"}[message.kind]
+        model_ops: list[Op] = [("UPDATE models SET state=? WHERE version=?", (state, message.model_version))]
+        if message.kind == "serving" and message.parent:
+            model_ops.append(("UPDATE models SET state='retired' WHERE state='serving' AND version != ?",
+                        (message.model_version,)))
+        model_ops.append((
+            "INSERT INTO events (ts, round, level, kind, message, data) VALUES (?, ?, ?, 'model', ?, ?)",
+            (message.created_at, message.round, "info" if message.kind == "serving" else "error",
+             f"{message.model_version} {message.kind.replace('_', ' ')}" + (f": {message.detail}" if message.detail else ""),
+             json.dumps({"version": message.model_version, "kind": message.kind, "parent": message.parent})),
+        ))
+        return model_ops
     if isinstance(message, Verdict):
         if message.stage == "proposer":
             return [(
@@ -388,6 +414,14 @@ class RunStore:
         return [("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))]
 
     # -- rounds ------------------------------------------------------------------------------
+    def models(self) -> list[sqlite3.Row]:
+        return self._conn.execute("SELECT * FROM models ORDER BY round, created_at").fetchall()
+
+    def serving_model(self) -> sqlite3.Row | None:
+        """The latest model version that was serving (what a resumed run must serve again)."""
+        return self._conn.execute(
+            "SELECT * FROM models WHERE state='serving' ORDER BY round DESC LIMIT 1").fetchone()
+
     def rounds(self) -> list[RoundRow]:
         rows = self._conn.execute("SELECT * FROM rounds ORDER BY round").fetchall()
         return [RoundRow(**dict(row)) for row in rows]

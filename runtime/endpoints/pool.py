@@ -84,6 +84,10 @@ class EndpointPool:
         return [m.stats for m in self._members]
 
     @property
+    def endpoints(self) -> list[Endpoint]:
+        return [m.endpoint for m in self._members]
+
+    @property
     def urls(self) -> list[str]:
         return [m.stats.url for m in self._members]
 

@@ -1,9 +1,13 @@
-"""The interface every swap strategy implements."""
+"""The interface every swap strategy implements, and the checks they share."""
 
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+import asyncio
+import time
+from typing import Any, ClassVar
+
+import aiohttp
 
 from isheep.agents.base import ServedModel
 from isheep.agents.trainer import Checkpoint
@@ -28,3 +32,52 @@ class SwapStrategy(abc.ABC):
 
     async def aclose(self) -> None:
         """Release what the strategy holds (connections, processes)."""
+
+
+class ServerApi:
+    """Small client of an OpenAI-compatible server's own routes (the /v1 API and vLLM's root)."""
+
+    def __init__(self, base_url: str, api_key: str | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.root = self.base_url.rsplit("/v1", 1)[0]
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    async def request(self, method: str, url: str, *, json: Any = None, params: dict | None = None,
+                      timeout: float = 600) -> Any:
+        async with aiohttp.ClientSession(headers=self.headers, timeout=aiohttp.ClientTimeout(total=timeout)) as s:
+            async with s.request(method, url, json=json, params=params) as resp:
+                text = await resp.text()
+                if resp.status >= 400:
+                    raise SwapError(f"{method} {url.replace(self.root, '')} answered HTTP {resp.status}: {text[:300]}")
+                try:
+                    return await resp.json(content_type=None)
+                except ValueError:
+                    return text
+
+    async def models(self) -> list[str]:
+        data = await self.request("GET", f"{self.base_url}/models", timeout=30)
+        return [m["id"] for m in data.get("data", [])]
+
+    async def probe(self, model: str, *, logprobs: bool = False) -> dict[str, Any]:
+        """One tiny greedy request: proves ``model`` answers (and, with logprobs, what it computes)."""
+        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "Say hello."}],
+                                "max_tokens": 4, "temperature": 0.0}
+        if logprobs:
+            body["logprobs"] = True
+        data = await self.request("POST", f"{self.base_url}/chat/completions", json=body, timeout=120)
+        if data.get("model") and not str(data["model"]).startswith(model):
+            raise SwapError(f"a probe for {model!r} was answered by {data['model']!r}")
+        return data
+
+    async def wait_for(self, model: str, timeout_s: float) -> float:
+        """Probe until ``model`` answers; returns the seconds it took."""
+        started = time.monotonic()
+        last = ""
+        while time.monotonic() - started < timeout_s:
+            try:
+                await self.probe(model)
+                return time.monotonic() - started
+            except (SwapError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                last = str(exc)[:200]
+            await asyncio.sleep(2.0)
+        raise SwapError(f"{model!r} did not answer within {timeout_s:.0f}s ({last or 'no answer'})")

@@ -36,7 +36,7 @@ def test_happy_path_prints_a_summary(server, tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["run", "--endpoint", "http://127.0.0.1:9/v1", "--model", "m"], "cannot reach endpoint http://127.0.0.1:9/v1"),
     (["run", "--endpoint", "not a url", "--model", "m"], "endpoint URL must look like"),
-    (["run", "--model", "m"], "no endpoint: pass --endpoint URL or set OPENAI_BASE_URL"),
+    (["run", "--model", "m", "--set", "server.model='/nonexistent/model'"], "model folder not found: /nonexistent/model"),
     (["run", "--endpoint", "http://127.0.0.1:9/v1", "--rounds", "0"], "argument --rounds: expected a number of at least 1"),
     (["run", "--endpoint", "http://127.0.0.1:9/v1", "--set", "proposer.temperature=7"], "proposer.temperature"),
     (["run", "--bogus"], "unrecognized arguments: --bogus"),

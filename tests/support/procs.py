@@ -6,9 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "tests" / "support" / "openai_server.py"
@@ -61,3 +64,36 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
             cwd: str | Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(isheep_cmd(*args), capture_output=True, text=True, timeout=timeout,
                           env=clean_environ(env), cwd=cwd)
+
+
+def group_alive(pgid: int) -> list[psutil.Process]:
+    """Processes still in a process group (a managed server's group is its pid)."""
+    alive = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                alive.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return alive
+
+
+def vllm_processes() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        try:
+            line = " ".join(proc.info["cmdline"] or [])
+        except psutil.Error:
+            continue
+        if "vllm.entrypoints" in line or "EngineCore" in (proc.info["name"] or "") or "VLLM::" in line:
+            found.append(proc)
+    return found
+
+
+def wait_gone(pgid: int, timeout: float = 60) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not group_alive(pgid):
+            return True
+        time.sleep(0.5)
+    return False

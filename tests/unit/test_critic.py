@@ -22,7 +22,9 @@ from isheep.agents.critic import parse_score
     ("nine||Good.", None),
     ("The answer is fine.", None),
     ("", None),
-    ('{"score": 9, "explanation": ', None),
+    ('{"score": 9, "explanation": ', 9),             # cut off by the token limit after the score
+    ('{"score": 9', None),
+    ('{"score": 12, "explanation": "Very', None),
 ])
 def test_parse_score(raw, value):
     score = parse_score(raw)

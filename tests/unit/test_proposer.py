@@ -30,6 +30,11 @@ def test_parse_instruction_input_blocks_with_multiline_inputs():
                       Draft("Translate the word into Spanish.", "house")]
 
 
+def test_numbers_inside_instructions_are_dropped():
+    drafts = parse_drafts("6. Instruction: 1. What do you do to make a salad?\n6. Input: <noinput>", truncated=False)
+    assert drafts == [Draft("What do you do to make a salad?", "")]
+
+
 def test_parse_plain_numbered_list():
     drafts = parse_drafts("Sure!\n1. Write a limerick about cats.\n2) List four uses of vinegar.\n", truncated=False)
     assert [d.instruction for d in drafts] == ["Write a limerick about cats.", "List four uses of vinegar."]

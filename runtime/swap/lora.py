@@ -1,0 +1,48 @@
+"""``lora``: serve the round's LoRA adapter beside the base weights, under a new name.
+
+vLLM loads an adapter at run time in well under a second (``/v1/load_lora_adapter``, with
+``VLLM_ALLOW_RUNTIME_LORA_UPDATING``). Each round's adapter gets a fresh name (reloading one
+name can reuse stale prefix-cache blocks upstream); the roles switch to it once a probe
+answers, and the previous adapter is unloaded (between rounds nothing is in flight on it).
+The base model stays served under its own name, so a base-model critic keeps working.
+"""
+
+from __future__ import annotations
+
+from isheep.agents.base import ServedModel
+from isheep.agents.trainer import Checkpoint
+
+from .base import ServerApi, SwapError, SwapStrategy
+
+
+class LoraSwap(SwapStrategy):
+    name = "lora"
+
+    def __init__(self, api: ServerApi, base_name: str) -> None:
+        self.api = api
+        self.base_name = base_name
+
+    async def swap(self, checkpoint: Checkpoint, current: ServedModel) -> ServedModel:
+        if checkpoint.adapter is None:
+            raise SwapError(f"{checkpoint.version} has no LoRA adapter to load")
+        name = f"{self.base_name}-{checkpoint.version}"
+        try:
+            await self.api.request("POST", f"{self.api.base_url}/load_lora_adapter",
+                                   json={"lora_name": name, "lora_path": str(checkpoint.adapter)})
+            if name not in await self.api.models():
+                raise SwapError(f"adapter {name} is not listed by the server after loading")
+            await self.api.probe(name)
+        except Exception as exc:  # noqa: BLE001 - the current model never stopped serving
+            try:
+                await self.api.request("POST", f"{self.api.base_url}/unload_lora_adapter", json={"lora_name": name})
+            except SwapError:
+                pass
+            raise SwapError(f"loading adapter {checkpoint.version} failed, {current.version} still serves: {exc}") \
+                from None
+        if current.name != self.base_name:
+            try:
+                await self.api.request("POST", f"{self.api.base_url}/unload_lora_adapter",
+                                       json={"lora_name": current.name})
+            except SwapError:
+                pass  # a leftover adapter costs memory, not correctness
+        return ServedModel(version=checkpoint.version, name=name, path=checkpoint.adapter)

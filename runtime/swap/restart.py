@@ -1,0 +1,32 @@
+"""``restart``: restart the managed server on the new model folder (the baseline: ~45 s on CPU)."""
+
+from __future__ import annotations
+
+from isheep.agents.base import ServedModel
+from isheep.agents.trainer import Checkpoint
+
+from ..server import ManagedServer
+from .base import ServerApi, SwapError, SwapStrategy
+
+
+class RestartSwap(SwapStrategy):
+    name = "restart"
+
+    def __init__(self, server: ManagedServer, api: ServerApi) -> None:
+        self.server = server
+        self.api = api
+
+    async def swap(self, checkpoint: Checkpoint, current: ServedModel) -> ServedModel:
+        try:
+            await self.server.restart(checkpoint.path)
+            await self.api.probe(current.name)
+        except Exception as exc:  # noqa: BLE001
+            if current.path is None:
+                raise SwapError(f"restart on {checkpoint.version} failed: {exc}") from None
+            try:
+                await self.server.restart(current.path)
+            except Exception as again:  # noqa: BLE001
+                raise SwapError(f"restart on {checkpoint.version} failed ({exc}); restarting on "
+                                f"{current.version} failed too ({again})") from None
+            raise SwapError(f"restart on {checkpoint.version} failed, {current.version} restored: {exc}") from None
+        return ServedModel(version=checkpoint.version, name=current.name, path=checkpoint.path)
