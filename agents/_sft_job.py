@@ -88,7 +88,7 @@ def run(spec: dict[str, Any]) -> None:
     settings.update(spec.get("sft_overrides") or {})
     emit("start", examples=len(rows), method=method, device="cuda" if cuda else "cpu")
     trainer = SFTTrainer(model=model, args=SFTConfig(**settings), train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
+                         peft_config=peft_config, callbacks=[Progress()])
     result = trainer.train()
     metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
     trained = trainer.model

@@ -7,7 +7,6 @@ name) is checked before the run folder is written, so a bad start leaves nothing
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -21,7 +20,7 @@ from isheep.agents.critic import Critic
 from isheep.agents.curator import Curator
 from isheep.agents.proposer import Proposer
 from isheep.agents.responder import Responder
-from isheep.agents.trainer import Checkpoint, Trainer, TrlBackend
+from isheep.agents.trainer import Trainer, TrlBackend
 from isheep.prompts import load_template
 
 from .config import RunConfig
@@ -30,7 +29,8 @@ from .errors import UserError
 from .seeds import load_seeds
 from .serving import Serving, open_serving
 from .stats import RoundSummary, RunStats
-from .store import RunStore, model_row_op
+from .records import checkpoint_from_row, model_row_op
+from .store import RunStore
 from .supervisor import Supervisor
 from .swap import SwapError
 
@@ -193,10 +193,17 @@ async def arun(config: RunConfig, *, resume: bool = False, display: Display | No
             if supervisor.critic.fell_back:
                 store.event("critic", "endpoint refused response_format; the critic parsed text replies")
         supervisor.refresh()
+        extra = {}
+        if (folder / "checkpoints").is_dir():
+            extra["checkpoints"] = f"{folder / 'checkpoints'} (serving {models.policy.version} at the end)"
+        failed = [row["version"] for row in store.models() if row["state"] == "failed"]
+        if failed:
+            extra["swap failures"] = (f"{', '.join(failed)} rolled back (the previous model kept serving; "
+                                      "see the model events in the store)")
         return RunResult(
             folder=folder, model=model, rounds=summaries, totals=store.counts(), reasons=store.reasons(),
             stopped=supervisor.stopped, elapsed_s=time.monotonic() - started,
-            prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens)
+            prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens, extra=extra)
     finally:
         for server in serving.servers if serving is not None else []:
             server.on_event = None  # the store closes first
@@ -215,12 +222,9 @@ async def _restore_policy(store: RunStore, serving: Serving, base: ServedModel,
     row = store.serving_model()
     if row is None or row["version"] == base.version:
         return base
-    detail = json.loads(row["detail"] or "{}")
     if not serving.servers:  # an external endpoint kept serving it
         return ServedModel(version=row["version"], name=row["served_name"], path=Path(row["path"]) if row["path"] else None)
-    checkpoint = Checkpoint(version=row["version"], parent=row["parent"] or base.version, round=row["round"],
-                            path=Path(row["path"]), adapter=Path(detail["adapter"]) if detail.get("adapter") else None,
-                            kind=detail.get("kind", "full"))
+    checkpoint = checkpoint_from_row(row)
     if progress is not None:
         progress(f"restoring model {checkpoint.version} from {checkpoint.path}")
     try:

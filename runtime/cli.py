@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="'embedded' or a Hugging Face model folder")
     serve.add_argument("--port", type=int, help="port (default: a free one)")
     serve.add_argument("--log", type=Path, help="server log (default: ~/.cache/isheep/logs/serve-<time>.log)")
+    serve.add_argument("--swap", choices=["none", "reload", "lora"], default="none",
+                       help="enable hot swaps: reload (vLLM's dev-mode routes, loopback only) or lora (runtime adapters)")
     serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override server.* keys")
     serve.set_defaults(func=cmd_serve)
 
@@ -239,7 +241,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def go(state: dict[str, Any]) -> int:
         model_dir = resolve_model(config.server.model, progress=_say)
-        server = ManagedServer(config.server, model_dir, log, served_name=config.server.served_name or model_dir.name)
+        server = ManagedServer(config.server, model_dir, log, served_name=config.server.served_name or model_dir.name,
+                               dev_mode=args.swap == "reload", lora=args.swap == "lora")
         try:
             await server.start(_say)
             print(f"export OPENAI_BASE_URL={server.url}")

@@ -88,6 +88,10 @@ class RichProgress:
         ledger = stats.ledger
         if ledger is None:
             return f"[{stats.state}]"
+        if stats.state == "training" and stats.training:
+            t = stats.training
+            return (f"round {ledger.round}/{stats.rounds_total} training: step {t.get('step') or 0}/"
+                    f"{t.get('max_steps') or '?'}, loss {t.get('loss')}")
         return (f"round {ledger.round}/{stats.rounds_total} {stats.state}: proposed {ledger.proposed}/{ledger.cap}, "
                 f"kept {ledger.kept}/{ledger.quota}, rejected {sum(ledger.rejected.values())}, "
                 f"failed {sum(ledger.failed.values())}, {gen:.0f} tok/s, {items:.1f} items/s, "
@@ -114,6 +118,14 @@ class RichProgress:
                 f"acceptance {ledger.acceptance:.1%} of {finished}   rejected: {rejected}"))
             if ledger.failed:
                 lines.append(Text("failed: " + ", ".join(f"{k} {v}" for k, v in ledger.failed.most_common(4))))
+        training = stats.training
+        if stats.state == "training" and training:
+            loss = training.get("loss")
+            lines.append(Text(f"training round {training.get('round')}: {training.get('examples')} pairs, step "
+                              f"{training.get('step') or 0}/{training.get('max_steps') or '?'}"
+                              + (f", loss {loss:.3f}" if isinstance(loss, float) else "")))
+        if stats.last_error:
+            lines.append(Text(f"last problem: {stats.last_error[:150]}"))
         lines.append(Text(f"{gen:,.0f} tokens/s generated · {prompt:,.0f} prompted · {items:,.1f} items/s · "
                           f"{stats.requests:,} requests · {stats.retries} retries · "
                           f"elapsed {time.time() - stats.started:,.0f}s"))
@@ -122,9 +134,10 @@ class RichProgress:
 
 def summary_table(result: RunResult) -> Group:
     """The end-of-run summary: per round counts, acceptance, speed and where things are."""
-    table = Table(title="isheep run summary", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title="isheep run summary", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
     trained = any(r.training_s or r.swap_s for r in result.rounds)
-    columns = ["round", "model", "proposed", "kept", "rejected", "failed", "accept", "gen", "tok/s"]
+    columns = ["round", "model", "prop.", "kept", "rej.", "fail", "acc.", "gen", "tok/s"]
     columns += ["train", "swap"] if trained else []
     for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
@@ -135,7 +148,7 @@ def summary_table(result: RunResult) -> Group:
         if trained:
             row += [f"{r.training_s:.0f}s" if r.training_s else "-", f"{r.swap_s:.1f}s" if r.swap_s else "-"]
         table.add_row(*row)
-    reasons = Table(title="why items were not kept (whole run)", title_justify="left", box=box.SIMPLE_HEAD,
+    reasons = Table(title="not kept, by reason", title_justify="left", box=box.SIMPLE_HEAD,
                     pad_edge=False)
     reasons.add_column("state")
     reasons.add_column("reason")

@@ -238,20 +238,36 @@ class ManagedServer:
             raise
         self.ready.set()
 
+    def _group_exists(self) -> bool:
+        if self._proc is None:
+            return False
+        self._proc.poll()  # reap the leader, or it lingers as a zombie member of the group
+        try:
+            os.killpg(self._proc.pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+
     async def _kill_group(self, grace_s: float = 20.0) -> None:
+        """SIGTERM the whole group (server and engine), wait for all of it, SIGKILL what stays."""
         proc = self._proc
         if proc is None:
             return
         self._signal_group(signal.SIGTERM)
         try:
             deadline = time.monotonic() + grace_s
-            while proc.poll() is None and time.monotonic() < deadline:
+            while self._group_exists() and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
         finally:
             # Cancelled or out of patience: never leave the group running.
             self._signal_group(signal.SIGKILL)
             with contextlib.suppress(Exception):
                 proc.wait(timeout=5)
+            deadline = time.monotonic() + 5
+            while self._group_exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
             self._close_log()
 
     def _signal_group(self, sig: int) -> None:

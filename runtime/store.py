@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from .errors import UserError
-from .messages import Assessment, Instruction, ModelEvent, Response, RoundEvent, Verdict
 
 SCHEMA_VERSION = 1
 DB_NAME = "isheep.db"
@@ -120,106 +119,6 @@ def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=10000")
     conn.row_factory = sqlite3.Row
     return conn
-
-
-def model_row_op(version: str, *, parent: str | None, round: int, served_name: str, path: str | None, state: str,
-                 detail: dict[str, Any]) -> Op:
-    """Record a model version (lineage): what it came from, what it was trained on, where it is."""
-    return (
-        "INSERT INTO models (version, parent, round, served_name, path, state, created_at, detail)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(version) DO UPDATE SET parent=excluded.parent,"
-        " round=excluded.round, served_name=excluded.served_name, path=excluded.path, state=excluded.state,"
-        " detail=excluded.detail",
-        (version, parent, round, served_name, path, state, time.time(), json.dumps(detail)),
-    )
-
-
-def op_for(message: Instruction | Response | Assessment | Verdict | RoundEvent | ModelEvent,
-           seq: int | None = None) -> list[Op]:
-    """The SQL that records one transition.
-
-    Updates name the state they expect to leave, so replaying or double-processing an item
-    changes nothing (and is detected by :meth:`RunStore.write`).
-    """
-    now = message.created_at
-    if isinstance(message, Instruction):
-        return [(
-            "INSERT INTO items (id, round, seq, state, instruction, input, proposer_version, created_at, updated_at)"
-            " VALUES (?, ?, ?, 'proposed', ?, ?, ?, ?, ?)",
-            (message.id, message.round, seq, message.instruction, message.input, message.model_version, now, now),
-        )]
-    if isinstance(message, Response):
-        return [(
-            "UPDATE items SET state='responded', response=?, finish_reason=?, responder_version=?,"
-            " prompt_tokens=prompt_tokens+?, completion_tokens=completion_tokens+?, updated_at=?"
-            " WHERE id=? AND state='proposed'",
-            (message.text, message.finish_reason, message.model_version, message.prompt_tokens,
-             message.completion_tokens, now, message.id),
-            message.id,
-        )]
-    if isinstance(message, Assessment):
-        q, f = message.quality, message.following
-        return [(
-            "UPDATE items SET state='assessed', quality=?, quality_explanation=?, quality_raw=?,"
-            " following=?, following_explanation=?, following_raw=?, critic_version=?, updated_at=?"
-            " WHERE id=? AND state='responded'",
-            (q.value, q.explanation, q.raw, f.value, f.explanation, f.raw, message.model_version, now, message.id),
-            message.id,
-        )]
-    if isinstance(message, RoundEvent):
-        ended = message.created_at if message.state in ("done", "failed") else None
-        return [(
-            "INSERT INTO rounds (round, state, model_version, started_at, ended_at, detail) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(round) DO UPDATE SET state=excluded.state, ended_at=excluded.ended_at,"
-            " detail=excluded.detail, model_version=excluded.model_version",
-            (message.round, message.state, message.model_version, message.created_at, ended, message.detail),
-        ), (
-            "INSERT INTO events (ts, round, level, kind, message, data) VALUES (?, ?, 'info', 'round', ?, ?)",
-            (message.created_at, message.round, f"round {message.round} {message.state}"
-             + (f": {message.detail}" if message.detail else ""), json.dumps({"state": message.state})),
-        )]
-    if isinstance(message, ModelEvent):
-        state = {"serving": "serving", "swap_failed": "failed", "rolled_back": "failed"}[message.kind]
-        model_ops: list[Op] = [("UPDATE models SET state=? WHERE version=?", (state, message.model_version))]
-        if message.kind == "serving" and message.parent:
-            model_ops.append(("UPDATE models SET state='retired' WHERE state='serving' AND version != ?",
-                        (message.model_version,)))
-        model_ops.append((
-            "INSERT INTO events (ts, round, level, kind, message, data) VALUES (?, ?, ?, 'model', ?, ?)",
-            (message.created_at, message.round, "info" if message.kind == "serving" else "error",
-             f"{message.model_version} {message.kind.replace('_', ' ')}" + (f": {message.detail}" if message.detail else ""),
-             json.dumps({"version": message.model_version, "kind": message.kind, "parent": message.parent})),
-        ))
-        return model_ops
-    if isinstance(message, Verdict):
-        if message.stage == "proposer":
-            return [(
-                "INSERT INTO items (id, round, seq, state, stage, reason, instruction, input, proposer_version,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, 'proposer', ?, ?, ?, ?, ?, ?)",
-                (message.id, message.round, seq, message.status, message.reason, message.instruction,
-                 message.input, message.model_version, now, now),
-            )]
-        ops: list[Op] = []
-        if message.response is not None:
-            ops += op_for(message.response)  # the rejected answer is kept for audit
-            ops[-1] = ops[-1][:2]  # and the verdict's own update below is the guarded one
-        assessment = message.assessment
-        if assessment is not None and message.stage == "critic":
-            # A critic-stage verdict still records the replies it could not use.
-            ops += [(
-                "UPDATE items SET quality=?, quality_explanation=?, quality_raw=?, following=?,"
-                " following_explanation=?, following_raw=?, critic_version=? WHERE id=?",
-                (assessment.quality.value, assessment.quality.explanation, assessment.quality.raw,
-                 assessment.following.value, assessment.following.explanation, assessment.following.raw,
-                 assessment.model_version, message.id),
-            )]
-        ops.append((
-            "UPDATE items SET state=?, stage=?, reason=?, updated_at=? WHERE id=? AND state IN (?, ?, ?)",
-            (message.status, message.stage, message.reason, now, message.id, *PENDING_STATES),
-            message.id,
-        ))
-        return ops
-    raise TypeError(f"no store operation for {type(message).__name__}")
 
 
 class RunStore:

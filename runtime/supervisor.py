@@ -15,10 +15,8 @@ reached) the Proposers stop, what is in flight drains, and the round closes.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from isheep.agents.base import Models, Role
@@ -26,16 +24,18 @@ from isheep.agents.critic import Critic
 from isheep.agents.curator import Curator
 from isheep.agents.proposer import Proposer
 from isheep.agents.responder import Responder
-from isheep.agents.trainer import Checkpoint, Trainer, TrainingFailed, TrainRequest
+from isheep.agents.trainer import Trainer
 
 from .config import RunConfig
 from .endpoints import EndpointError, EndpointPool
 from .errors import EndpointUnavailable, GarbageOutput, UserError
 from .ledger import RoundLedger, reason_kind, seq_of
-from .messages import Assessment, Instruction, ModelEvent, ProposalRequest, Response, RoundEvent, Score, Verdict
+from .messages import Assessment, Instruction, ProposalRequest, Response, RoundEvent, Verdict
 from .stats import RoleStats, RoundSummary, RunStats
-from .store import PENDING_STATES, RunStore, StoreIntegrityError, model_row_op, op_for
-from .swap import NoSwap, SwapError, SwapStrategy
+from .records import message_from_row, op_for
+from .store import PENDING_STATES, RunStore, StoreIntegrityError
+from .swap import NoSwap, SwapStrategy
+from .updater import ModelUpdater
 
 log = logging.getLogger("isheep")
 
@@ -74,8 +74,8 @@ class Supervisor:
         self.critic = critic
         self.curator = curator
         self.trainer = trainer
-        self.swapper = swapper or NoSwap()
         self.stats = stats
+        self.updater = ModelUpdater(config, store, models, stats, trainer, swapper or NoSwap())
         self.summaries: list[RoundSummary] = []
         self.stopped = False
         self.finish_after_round = False
@@ -149,14 +149,14 @@ class Supervisor:
             checkpoint = None
             if state in (None, "generating", "training"):
                 started = time.monotonic()
-                checkpoint = await self._train(k)
+                checkpoint = await self.updater.train(k)
                 summary.training_s = time.monotonic() - started
             elif state == "swapping":
-                checkpoint = self._trained_checkpoint(k)
+                checkpoint = self.updater.trained_checkpoint(k)
             if checkpoint is not None:
                 summary.checkpoint = str(checkpoint.path)
                 started = time.monotonic()
-                await self._swap(k, checkpoint)
+                await self.updater.swap(k, checkpoint)
                 summary.swap_s = time.monotonic() - started
         await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=self.models.policy.version,
                                                  state="done", detail=self._round_detail(ledger))))
@@ -184,82 +184,6 @@ class Supervisor:
         await self._generate(ledger)
         summary.generation_s = time.monotonic() - started
         summary.prompt_tokens, summary.completion_tokens = (a - b for a, b in zip(self._tokens(), tokens_before))
-
-    # -- training and swapping ---------------------------------------------------------------
-    def _examples(self, k: int) -> list[dict[str, Any]]:
-        rounds = "round <= ?" if self.config.trainer.data == "cumulative" else "round = ?"
-        rows = self.store.query(f"SELECT id, round, instruction, input, response FROM items WHERE state='kept'"
-                                f" AND {rounds} ORDER BY round, seq", (k,))
-        return [dict(row) for row in rows]
-
-    async def _train(self, k: int) -> Checkpoint | None:
-        current, base = self.models.policy, self.models.base
-        examples = self._examples(k)
-        if len(examples) < self.config.trainer.min_examples:
-            self.store.event("train", f"round {k}: training skipped, {len(examples)} kept pair(s) "
-                                      f"(trainer.min_examples = {self.config.trainer.min_examples})", round=k)
-            return None
-        previous = self.config.trainer.start_from == "previous" and current.version != base.version
-        adapter_served = self.config.swap_strategy() == "lora"
-        init_path = current.path if previous and not adapter_served else base.path
-        request = TrainRequest(round=k, version=f"v{k}", parent=current.version if previous else base.version,
-                               init_path=init_path or Path("."),
-                               init_adapter=current.path if previous and adapter_served else None,
-                               examples=examples, out_dir=self.store.folder / "checkpoints" / f"round-{k:02d}")
-        await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=current.version,
-                                                 state="training", detail=f"{len(examples)} pairs")))
-        self.stats.state = "training"
-        self.stats.training = {"round": k, "examples": len(examples), "step": 0, "loss": None}
-        try:
-            checkpoint = await self.trainer.train(request)
-        except TrainingFailed as exc:
-            self.store.event("train", str(exc), level="error", round=k)
-            if self.config.trainer.on_failure == "stop":
-                raise UserError(str(exc)) from None
-            return None
-        if checkpoint is None:
-            return None
-        detail = {**checkpoint.detail, "adapter": str(checkpoint.adapter) if checkpoint.adapter else None,
-                  "kind": checkpoint.kind}
-        await self.store.write([model_row_op(checkpoint.version, parent=checkpoint.parent, round=k,
-                                             served_name=current.name, path=str(checkpoint.path), state="trained",
-                                             detail=detail)])
-        losses = [p["loss"] for p in checkpoint.detail.get("loss", []) if p.get("loss") is not None]
-        self.store.event("train", f"round {k}: trained {checkpoint.version} on {len(examples)} pairs"
-                                  + (f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""), round=k)
-        return checkpoint
-
-    def _trained_checkpoint(self, k: int) -> Checkpoint | None:
-        """The checkpoint a resumed round had trained before it was stopped while swapping."""
-        row = self.store.query("SELECT * FROM models WHERE round=? AND state='trained'", (k,))
-        if not row:
-            return None
-        detail = json.loads(row[0]["detail"])
-        return Checkpoint(version=row[0]["version"], parent=row[0]["parent"] or "v0", round=k,
-                          path=Path(row[0]["path"]), adapter=Path(detail["adapter"]) if detail.get("adapter") else None,
-                          kind=detail.get("kind", "full"), detail=detail)
-
-    async def _swap(self, k: int, checkpoint: Checkpoint) -> None:
-        current = self.models.policy
-        await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=current.version,
-                                                 state="swapping", detail=f"to {checkpoint.version}")))
-        self.stats.state = "swapping"
-        started = time.monotonic()
-        try:
-            served = await self.swapper.swap(checkpoint, current)
-        except SwapError as exc:
-            await self.store.write(op_for(ModelEvent(id=checkpoint.version, round=k, model_version=checkpoint.version,
-                                                     kind="rolled_back", parent=current.version, detail=str(exc))))
-            self.stats.last_error = f"swap to {checkpoint.version} failed: {exc}"
-            if self.config.swap.on_failure == "stop":
-                raise UserError(f"swap to {checkpoint.version} failed: {exc}") from None
-            return
-        seconds = time.monotonic() - started
-        await self.store.write(op_for(ModelEvent(
-            id=served.version, round=k, model_version=served.version, kind="serving", parent=current.version,
-            detail=f"{self.swapper.name} swap in {seconds:.1f}s, requests name it {served.name!r}")))
-        self.models.policy = served
-        self.stats.model_version = served.version
 
     def _ledger(self, k: int) -> RoundLedger:
         """The round's account as the store has it (all zeros for a new round)."""
@@ -418,24 +342,9 @@ class Supervisor:
         rows = list(self.store.pending(round))
         if rows:
             self.store.event("resume", f"{len(rows)} unfinished items of round {round} re-queued", round=round)
+        queues = {"proposed": to_respond, "responded": to_assess, "assessed": to_curate}
         for row in rows:
-            instruction = Instruction(id=row["id"], round=round, model_version=row["proposer_version"] or "v0",
-                                      instruction=row["instruction"], input=row["input"], created_at=row["created_at"])
-            if row["state"] == "proposed":
-                await to_respond.put(instruction)
-                continue
-            response = Response(id=row["id"], round=round, model_version=row["responder_version"] or "v0",
-                                instruction=instruction, text=row["response"] or "",
-                                finish_reason=row["finish_reason"])
-            if row["state"] == "responded":
-                await to_assess.put(response)
-                continue
-            await to_curate.put(Assessment(
-                id=row["id"], round=round, model_version=row["critic_version"] or "v0", response=response,
-                quality=Score(value=row["quality"], explanation=row["quality_explanation"] or "",
-                              raw=row["quality_raw"] or ""),
-                following=Score(value=row["following"], explanation=row["following_explanation"] or "",
-                                raw=row["following_raw"] or "")))
+            await queues[row["state"]].put(message_from_row(row))
 
     # -- observation -------------------------------------------------------------------------
     def _tokens(self) -> tuple[int, int]:

@@ -22,6 +22,11 @@ class SwapStrategy(abc.ABC):
 
     #: The config name of the strategy.
     name: ClassVar[str]
+    #: What the last swap verified (probe logprobs before and after...), for the lineage.
+    evidence: dict[str, Any]
+
+    def __init__(self) -> None:
+        self.evidence = {}
 
     @abc.abstractmethod
     async def swap(self, checkpoint: Checkpoint, current: ServedModel) -> ServedModel:
@@ -68,6 +73,15 @@ class ServerApi:
         if data.get("model") and not str(data["model"]).startswith(model):
             raise SwapError(f"a probe for {model!r} was answered by {data['model']!r}")
         return data
+
+    async def fingerprint(self, model: str) -> list[float] | None:
+        """Logprobs of a fixed greedy probe: equal for the same weights, different after training."""
+        try:
+            data = await self.probe(model, logprobs=True)
+            content = data["choices"][0]["logprobs"]["content"]
+            return [round(float(t["logprob"]), 6) for t in content]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
 
     async def wait_for(self, model: str, timeout_s: float) -> float:
         """Probe until ``model`` answers; returns the seconds it took."""

@@ -20,6 +20,7 @@ class CommandSwap(SwapStrategy):
 
     def __init__(self, api: ServerApi, command: str, *, rollback_command: str | None, expect_model: str | None,
                  timeout_s: float) -> None:
+        super().__init__()
         self.api = api
         self.command = command
         self.rollback_command = rollback_command

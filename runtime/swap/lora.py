@@ -19,6 +19,7 @@ class LoraSwap(SwapStrategy):
     name = "lora"
 
     def __init__(self, api: ServerApi, base_name: str) -> None:
+        super().__init__()
         self.api = api
         self.base_name = base_name
 
@@ -26,12 +27,15 @@ class LoraSwap(SwapStrategy):
         if checkpoint.adapter is None:
             raise SwapError(f"{checkpoint.version} has no LoRA adapter to load")
         name = f"{self.base_name}-{checkpoint.version}"
+        before = await self.api.fingerprint(current.name)
         try:
             await self.api.request("POST", f"{self.api.base_url}/load_lora_adapter",
                                    json={"lora_name": name, "lora_path": str(checkpoint.adapter)})
             if name not in await self.api.models():
                 raise SwapError(f"adapter {name} is not listed by the server after loading")
-            await self.api.probe(name)
+            after = await self.api.fingerprint(name)
+            self.evidence = {"probe_logprobs_before": before, "probe_logprobs_after": after,
+                             "weights_changed": before != after, "adapter_name": name}
         except Exception as exc:  # noqa: BLE001 - the current model never stopped serving
             try:
                 await self.api.request("POST", f"{self.api.base_url}/unload_lora_adapter", json={"lora_name": name})

@@ -19,6 +19,7 @@ class ReloadSwap(SwapStrategy):
     name = "reload"
 
     def __init__(self, api: ServerApi) -> None:
+        super().__init__()
         self.api = api
 
     async def _load(self, path: str, version: str) -> None:
@@ -33,20 +34,25 @@ class ReloadSwap(SwapStrategy):
         await self.api.request("POST", f"{root}/update_weight_version", json={"new_version": version})
 
     async def swap(self, checkpoint: Checkpoint, current: ServedModel) -> ServedModel:
+        before = await self.api.fingerprint(current.name)
         try:
             await self._load(str(checkpoint.path), checkpoint.version)
             info = await self.api.request("GET", f"{self.api.root}/weight_info", timeout=30)
             if isinstance(info, dict) and info.get("weight_version") != checkpoint.version:
                 raise SwapError(f"the server reports weight version {info.get('weight_version')!r}, "
                                 f"not {checkpoint.version!r}")
-            await self.api.probe(current.name)
+            after = await self.api.fingerprint(current.name)
+            self.evidence = {"probe_logprobs_before": before, "probe_logprobs_after": after,
+                             "weights_changed": before != after, "weight_version": checkpoint.version}
         except Exception as exc:  # noqa: BLE001 - whatever broke, the old weights go back
             if current.path is None:
                 raise SwapError(f"reload of {checkpoint.version} failed ({exc}) and the previous weights are "
                                 "unknown, so they could not be restored") from None
             try:
                 await self._load(str(current.path), current.version)
-                await self.api.probe(current.name)
+                restored = await self.api.fingerprint(current.name)
+                self.evidence = {"probe_logprobs_before": before, "probe_logprobs_restored": restored,
+                                 "restored_exactly": restored == before}
             except Exception as again:  # noqa: BLE001
                 raise SwapError(f"reload of {checkpoint.version} failed ({exc}); restoring {current.version} "
                                 f"failed too ({again})") from None

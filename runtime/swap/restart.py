@@ -13,13 +13,17 @@ class RestartSwap(SwapStrategy):
     name = "restart"
 
     def __init__(self, server: ManagedServer, api: ServerApi) -> None:
+        super().__init__()
         self.server = server
         self.api = api
 
     async def swap(self, checkpoint: Checkpoint, current: ServedModel) -> ServedModel:
+        before = await self.api.fingerprint(current.name)
         try:
             await self.server.restart(checkpoint.path)
-            await self.api.probe(current.name)
+            after = await self.api.fingerprint(current.name)
+            self.evidence = {"probe_logprobs_before": before, "probe_logprobs_after": after,
+                             "weights_changed": before != after}
         except Exception as exc:  # noqa: BLE001
             if current.path is None:
                 raise SwapError(f"restart on {checkpoint.version} failed: {exc}") from None

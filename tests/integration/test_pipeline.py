@@ -7,7 +7,6 @@ import json
 import sqlite3
 from pathlib import Path
 
-import pytest
 
 import isheep
 from isheep.runtime.config import load_config

@@ -7,7 +7,8 @@ import pytest
 
 from isheep.runtime.errors import UserError
 from isheep.runtime.messages import Instruction, Response, Verdict
-from isheep.runtime.store import RunStore, StoreIntegrityError, op_for
+from isheep.runtime.records import op_for
+from isheep.runtime.store import RunStore, StoreIntegrityError
 
 
 def instruction(n: int) -> Instruction:

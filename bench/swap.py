@@ -1,0 +1,111 @@
+"""Swap under load: reload, lora and restart side by side on one managed vLLM server.
+
+A checkpoint is trained once (LoRA on six seed tasks, merged). For each strategy, 16 clients
+keep sending requests to the served model; the swap starts as soon as the checkpoint is ready;
+we time it until the new model has answered (every strategy ends with a probe to the new
+model), and count the clients' requests that failed in the meantime. Each swap is then undone
+so the next one starts from the base model. ``restart`` is the baseline. Targets for
+``reload``: under 3 s, zero failed requests.
+
+    python bench/swap.py [--clients 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from isheep.agents.base import ServedModel
+from isheep.agents.trainer import Checkpoint, TrainRequest, TrlBackend
+from isheep.runtime.config import ServerConfig, TrainerConfig
+from isheep.runtime.endpoints import EndpointError, HttpEndpoint
+from isheep.runtime.models import resolve_model
+from isheep.runtime.server import ManagedServer
+from isheep.runtime.swap import LoraSwap, ReloadSwap, RestartSwap, ServerApi
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def load(endpoint: HttpEndpoint, model: dict, stop: asyncio.Event, counts: dict) -> None:
+    while not stop.is_set():
+        try:
+            await endpoint.chat({"model": model["name"], "max_tokens": 24, "temperature": 0.7,
+                                 "messages": [{"role": "user", "content": "Name a colour and a fruit."}]})
+            counts["ok"] += 1
+        except EndpointError:
+            counts["failed"] += 1
+            await asyncio.sleep(0.2)
+
+
+async def measure(name: str, swap, checkpoint: Checkpoint, current: ServedModel, server: ManagedServer,
+                  clients: int) -> tuple[float, dict, ServedModel]:
+    endpoint = HttpEndpoint(server.url, server.api_key, timeout_s=120, connect_timeout_s=5, max_in_flight=clients)
+    model = {"name": current.name}
+    counts = {"ok": 0, "failed": 0}
+    stop = asyncio.Event()
+    workers = [asyncio.create_task(load(endpoint, model, stop, counts)) for _ in range(clients)]
+    await asyncio.sleep(5)  # the server is busy before the checkpoint arrives
+    before = dict(counts)
+    started = time.monotonic()
+    served = await swap.swap(checkpoint, current)  # ends with a probe answered by the new model
+    seconds = time.monotonic() - started
+    model["name"] = served.name
+    await asyncio.sleep(3)
+    stop.set()
+    await asyncio.gather(*workers)
+    await endpoint.aclose()
+    during = {"ok": counts["ok"] - before["ok"], "failed": counts["failed"] - before["failed"]}
+    print(f"{name:8s} swap {seconds:7.2f} s | requests failed during the swap window: {during['failed']:4d} "
+          f"| completed: {during['ok']:4d} | weights changed: {swap.evidence.get('weights_changed')}", flush=True)
+    return seconds, during, served
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    model_dir = resolve_model("embedded", say)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [json.loads(line) for line in (ROOT / "prompts" / "seeds.jsonl").read_text().splitlines()[:6]]
+        examples = [{"id": r["id"], "round": 1, "instruction": r["instruction"], "input": r["input"],
+                     "response": r["output"]} for r in rows]
+        say("training a checkpoint (LoRA, merged)...")
+        checkpoint = await TrlBackend(TrainerConfig(backend="trl", epochs=1, max_length=256)).train(
+            TrainRequest(round=1, version="v1", parent="v0", init_path=model_dir, examples=examples,
+                         out_dir=Path(tmp) / "round-01"))
+        base_ckpt = Checkpoint(version="v0", parent="v0", round=0, path=model_dir)
+        server = ManagedServer(ServerConfig(), model_dir, Path(tmp) / "server.log", served_name="smol",
+                               dev_mode=True, lora=True)
+        await server.start(say)
+        api = ServerApi(server.url, server.api_key)
+        base = ServedModel(version="v0", name="smol", path=model_dir)
+        results = {}
+        try:
+            for name, swap in (("reload", ReloadSwap(api)), ("lora", LoraSwap(api, "smol")),
+                               ("restart", RestartSwap(server, api))):
+                seconds, during, served = await measure(name, swap, checkpoint, base, server, args.clients)
+                results[name] = (seconds, during)
+                if name == "lora":
+                    await api.request("POST", f"{api.base_url}/unload_lora_adapter", json={"lora_name": served.name})
+                elif name == "reload":
+                    await swap.swap(base_ckpt, served)
+        finally:
+            await server.stop()
+    baseline = results["restart"][0]
+    for name, (seconds, during) in results.items():
+        print(f"{name:8s} {seconds:7.2f} s  ({baseline / seconds:5.1f}x faster than restart)  "
+              f"failed requests: {during['failed']}")
+    print("target: reload under 3 s with zero failed requests")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=16)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
