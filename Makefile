@@ -25,13 +25,14 @@ demo: install
 test: install
 	$(PY) -m pytest
 
-# Everything that needs no model server: a couple of minutes.
+# Everything that needs no model server and no minutes: about two minutes.
 test-quick: install
-	$(PY) -m pytest -m "not vllm"
+	$(PY) -m pytest -m "not vllm and not slow"
 
 bench: install
 	$(PY) bench/dedup.py
-	$(PY) bench/pipeline.py
+	$(PY) bench/pipeline.py --monitor
+	$(PY) bench/load.py
 	$(PY) bench/serving.py
 	$(PY) bench/swap.py
 

@@ -109,6 +109,10 @@ class Critic(Role[Response, "Assessment | Verdict"]):
             format=FORMAT_JSON if self.mode == "json" else FORMAT_TEXT,
         )
 
+    async def score(self, aspect: Aspect, response: Response, model: ServedModel | None = None) -> Score:
+        """One assessment of one pair (the evaluation gate uses this too)."""
+        return await self._ask(aspect, response, model or self.model)
+
     async def _ask(self, aspect: Aspect, response: Response, model: ServedModel) -> Score:
         while True:
             mode = self.mode

@@ -63,8 +63,12 @@ async def bare_client(url: str, items: int) -> float:
     return items / elapsed
 
 
-async def runtime(url: str, items: int, folder: Path) -> tuple[float, float, float]:
-    """Items/s of a real run, and RSS (MiB) after the first tenth of the items and at the end."""
+async def runtime(url: str, items: int, folder: Path, monitor: bool = False) -> tuple[float, float, float]:
+    """Items/s of a real run, and RSS (MiB) after the first tenth of the items and at the end.
+
+    With ``monitor``, the Textual monitor runs in the same loop (headless driver, 120x40),
+    refreshing as it does for a person, so its cost shows in the rate.
+    """
     config = load_config(overrides={
         "endpoints": [{"base_url": url, "max_in_flight": 256}], "out": str(folder), "rounds": 1,
         "round_size": items, "max_proposed": items, "responder.workers": WORKERS, "critic.workers": WORKERS,
@@ -84,8 +88,16 @@ async def runtime(url: str, items: int, folder: Path) -> tuple[float, float, flo
             await asyncio.sleep(0.05)
 
     sampler = asyncio.create_task(sample())
-    await isheep.arun(config, on_supervisor=lambda s: holder.__setitem__("s", s))
-    end = time.perf_counter()
+    if monitor:
+        from isheep.tui import MonitorApp
+
+        app = MonitorApp(live=True)
+        async with app.run_test(size=(120, 40)):
+            await isheep.arun(config, display=app, on_supervisor=lambda s: holder.__setitem__("s", s))
+            end = time.perf_counter()
+    else:
+        await isheep.arun(config, on_supervisor=lambda s: holder.__setitem__("s", s))
+        end = time.perf_counter()
     sampler.cancel()
     rss_end = process.memory_info().rss / 2**20
     rate = (items - marks["n0"]) / (end - marks["t0"])  # steady state: start-up excluded
@@ -96,6 +108,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--monitor", action="store_true",
+                        help="also run with the Textual monitor open and print its cost")
     args = parser.parse_args()
     try:
         import uvloop
@@ -105,6 +119,7 @@ def main() -> None:
         runner = asyncio.run
     server = ServerProcess(BEHAVIOUR)
     rows = []
+    monitored: list[tuple[float, float]] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for repeat in range(args.repeats):
@@ -114,12 +129,19 @@ def main() -> None:
                 print(f"run {repeat + 1}: bare client {bare:,.0f} items/s | runtime {rate:,.0f} items/s "
                       f"(ratio {rate / bare:.2f}) | runtime RSS {rss_start:.0f} -> {rss_end:.0f} MiB "
                       f"(+{rss_end - rss_start:.1f} MiB over {args.items - args.items // 10:,} items)", flush=True)
+                if args.monitor:
+                    watched, _, _ = runner(runtime(server.url, args.items, Path(tmp) / f"tui{repeat}", monitor=True))
+                    monitored.append((rate, watched))
+                    print(f"run {repeat + 1}: with the monitor open {watched:,.0f} items/s "
+                          f"({watched / rate:.3f} of headless)", flush=True)
     finally:
         server.stop()
     best = max(r[1] for r in rows)
     growth = max(r[2] for r in rows)
     print(f"runtime: {best:,.0f} items/s (target >= 1,000); runtime/bare ratio "
           f"{sum(r[1] / r[0] for r in rows) / len(rows):.2f}; worst RSS growth {growth:.1f} MiB (target < 50)")
+    if monitored:
+        print(f"monitor open / headless: {sum(w / h for h, w in monitored) / len(monitored):.3f} (target >= 0.95)")
 
 
 if __name__ == "__main__":

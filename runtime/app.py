@@ -26,7 +26,9 @@ from isheep.prompts import load_template
 from .config import RunConfig
 from .dedup import RougeIndex
 from .errors import UserError
+from .evaluation import Evaluator, load_eval_prompts
 from .seeds import load_seeds
+from .server_metrics import ServerMetrics
 from .serving import Serving, open_serving
 from .stats import RoundSummary, RunStats
 from .records import checkpoint_from_row, model_row_op
@@ -127,13 +129,16 @@ async def arun(config: RunConfig, *, resume: bool = False, display: Display | No
     propose_template = load_template("propose", config.proposer.template)
     critic_templates = {"quality": load_template("critic_quality", config.critic.quality_template),
                         "following": load_template("critic_following", config.critic.following_template)}
+    eval_prompts = load_eval_prompts(config.evaluation.prompts, config.evaluation.limit) \
+        if config.evaluation.enabled else None
     store: RunStore | None = None
     handler: logging.Handler | None = None
     serving: Serving | None = None
     try:
         serving = await open_serving(config, folder, environ, progress)
         servers = serving.servers
-        model = await serving.pool.verify(servers[0].served_name if servers else config.model)
+        expected = servers[0].served_name if servers else config.model
+        model = await serving.pool.verify(expected, also=_resume_names(folder, config) if resume else ())
         config.model = model
         if resume:
             store = RunStore.open(folder)
@@ -170,16 +175,20 @@ async def arun(config: RunConfig, *, resume: bool = False, display: Display | No
                          rounds_total=config.rounds, model_version=models.policy.version)
         backend = TrlBackend(config.trainer, _training_progress(store, stats)) \
             if config.training_backend() == "trl" else None
+        critic = make["critic"](config.critic, serving.critic_pool, models, critic_templates)
         supervisor = Supervisor(
             config, store, pool, models,
             proposer=proposer,
             responder=make["responder"](config.responder, pool, models),
-            critic=make["critic"](config.critic, serving.critic_pool, models, critic_templates),
+            critic=critic,
             curator=make["curator"](config.curator),
             trainer=make["trainer"](config.trainer, backend),
             stats=stats,
             swapper=serving.swapper,
+            evaluator=Evaluator(config.evaluation, pool, critic, eval_prompts) if eval_prompts else None,
         )
+        keys = [ep.resolved_key(environ) for ep in config.endpoints] or [s.api_key for s in servers[:1]]
+        supervisor.server_metrics = ServerMetrics(pool.urls, keys)
         if on_supervisor is not None:
             on_supervisor(supervisor)
         await store.start()
@@ -231,6 +240,20 @@ async def _restore_policy(store: RunStore, serving: Serving, base: ServedModel,
         return await serving.swapper.swap(checkpoint, base)
     except SwapError as exc:
         raise UserError(f"cannot serve {checkpoint.version} again on resume: {exc}") from None
+
+
+def _resume_names(folder: Path, config: RunConfig) -> tuple[str, ...]:
+    """Names an endpoint may rightly serve when a run resumes: the model that was serving, and,
+    if the run stopped mid-swap, the one it was swapping to (a command swap may have happened)."""
+    store = RunStore.open(folder, readonly=True)
+    try:
+        names = [row["served_name"] for row in store.models() if row["state"] in ("serving", "trained")]
+        if config.swap.expect_model:
+            names += [config.swap.expect_model.format(version=row["version"], round=row["round"])
+                      for row in store.models() if row["state"] == "trained"]
+    finally:
+        store.close_sync()
+    return tuple(names)
 
 
 def _training_progress(store: RunStore, stats: RunStats) -> Callable[[dict[str, Any]], None]:

@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override any config key, e.g. --set proposer.temperature=0.7")
     run.add_argument("--quiet", action="store_true", help="no live display, only the summary")
+    run.add_argument("--tui", action="store_true", help="watch and steer the run in the Textual monitor")
     run.set_defaults(func=cmd_run)
 
     export = sub.add_parser("export", help="write a run's data as JSONL per round and a datasets folder")
@@ -77,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print every config key with its default and doc (TOML)")
     config.set_defaults(func=cmd_config)
+
+    monitor = sub.add_parser("monitor", help="watch a run folder (going on elsewhere, or finished), read-only")
+    monitor.add_argument("folder", type=Path, help="run folder")
+    monitor.set_defaults(func=cmd_monitor)
 
     serve = sub.add_parser("serve", help="run the managed vLLM server alone, for other tools")
     serve.add_argument("--config", type=Path, help="TOML config file (its [server] section is used)")
@@ -195,13 +200,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _config_for(args)
     console = Console(stderr=False, soft_wrap=True)  # paths must stay whole to be copied
-    display = None if args.quiet else RichProgress(Console(stderr=True))
+    if args.tui:
+        result = _interruptible(lambda state: _run_with_monitor(config, args.resume is not None, state))
+    else:
+        display = None if args.quiet else RichProgress(Console(stderr=True))
 
-    async def go(state: dict[str, Any]):
-        return await arun(config, resume=args.resume is not None, display=display,
-                          on_supervisor=lambda s: state.__setitem__("supervisor", s), progress=_say)
+        async def go(state: dict[str, Any]):
+            return await arun(config, resume=args.resume is not None, display=display,
+                              on_supervisor=lambda s: state.__setitem__("supervisor", s), progress=_say)
 
-    result = _interruptible(go)
+        result = _interruptible(go)
     console.print(summary_table(result))
     if result.stopped:
         console.print(f"stopped; continue with: isheep run --resume {result.folder}")
@@ -216,6 +224,46 @@ def cmd_export(args: argparse.Namespace) -> int:
     for k, n in info["rounds"].items():
         print(f"round {k}: {n} rows -> {info['folder']}/round-{k:02d}.jsonl")
     print(f"datasets folder: {info['dataset']}")
+    return 0
+
+
+async def _run_with_monitor(config, resume: bool, state: dict[str, Any]):
+    """The loop and the Textual monitor in one event loop; quitting the monitor stops the run cleanly."""
+    from isheep.tui import MonitorApp
+
+    from .app import arun
+
+    app = MonitorApp(live=True)
+
+    async def loop():
+        try:
+            result = await arun(config, resume=resume, display=app, progress=app.say,
+                                on_supervisor=lambda s: state.__setitem__("supervisor", s))
+        except UserError as err:
+            app.run_ended("failed", f"isheep: error: {err}")
+            raise
+        app.run_ended("stopped" if result.stopped else "done",
+                      "run stopped; resume with isheep run --resume" if result.stopped else "run finished; q quits")
+        return result
+
+    task = asyncio.create_task(loop())
+    await app.run_async()
+    if not task.done():
+        supervisor = state.get("supervisor")
+        if supervisor is not None:
+            supervisor.request_stop()
+        else:
+            task.cancel()  # still starting: nothing to save yet
+    return await task
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from isheep.tui import MonitorApp
+
+    from .store import RunStore
+
+    RunStore.open(args.folder, readonly=True).close_sync()  # a missing or foreign folder: one line, exit 2
+    MonitorApp(args.folder).run()
     return 0
 
 

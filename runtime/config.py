@@ -194,6 +194,18 @@ class SwapConfig(_Section):
         "continue", description="A failed swap (rolled back): go on with the previous model, or stop.")
 
 
+class EvaluationConfig(_Section):
+    """The evaluation gate between rounds: old and new model answer held-out prompts; a worse one is rolled back."""
+
+    enabled: bool = Field(False, description="Evaluate every newly trained model before keeping it.")
+    prompts: Path | None = Field(None, description="Held-out prompts with checks (JSONL); default: prompts/eval.jsonl.")
+    limit: int = Field(0, ge=0, description="Use only the first N prompts (0: all).")
+    margin: float = Field(0.05, ge=0, le=1, description="Reject the new model when its score is lower by more than this.")
+    critic_weight: float = Field(0.5, ge=0, le=1, description="Weight of the critic's score; the rest is the checks.")
+    max_tokens: int = Field(256, ge=8, description="Tokens per evaluation answer (greedy).")
+    workers: int = Field(8, ge=1, description="Evaluation requests in flight.")
+
+
 class ServerConfig(_Section):
     """The managed vLLM server, started when no endpoint is given."""
 
@@ -232,6 +244,7 @@ class RunConfig(_Section):
     curator: CuratorConfig = Field(default_factory=CuratorConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     swap: SwapConfig = Field(default_factory=SwapConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
 
     @model_validator(mode="after")

@@ -99,13 +99,13 @@ class Verdict(Message):
 class RoundEvent(Message):
     """A round opened, closed or changed state; ``id`` is ``round-<n>``."""
 
-    state: Literal["generating", "training", "swapping", "done", "failed"]
+    state: Literal["generating", "training", "swapping", "done", "rejected", "failed"]
     detail: str = ""
 
 
 class ModelEvent(Message):
     """The served model changed (or a change failed and was rolled back)."""
 
-    kind: Literal["serving", "swap_failed", "rolled_back"]
+    kind: Literal["serving", "swap_failed", "rolled_back", "rejected"]
     parent: str | None = None
     detail: str = ""

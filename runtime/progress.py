@@ -143,7 +143,8 @@ def summary_table(result: RunResult) -> Group:
         table.add_column(column, justify="right", no_wrap=True)
     for r in result.rounds:
         rate = r.completion_tokens / r.generation_s if r.generation_s else 0.0
-        row = [str(r.round), r.model_version, str(r.proposed), str(r.kept), str(sum(r.rejected.values())),
+        row = [str(r.round) + ("*" if r.state == "rejected" else ""), r.model_version, str(r.proposed), str(r.kept),
+               str(sum(r.rejected.values())),
                str(sum(r.failed.values())), f"{r.acceptance:.0%}", f"{r.generation_s:.0f}s", f"{rate:.0f}"]
         if trained:
             row += [f"{r.training_s:.0f}s" if r.training_s else "-", f"{r.swap_s:.1f}s" if r.swap_s else "-"]
@@ -162,6 +163,8 @@ def summary_table(result: RunResult) -> Group:
     totals = result.totals
     proposed = sum(totals.values())
     lines: list = [table]
+    if any(r.state == "rejected" for r in result.rounds):
+        lines.append(Text("* the round's model was rejected by the evaluation gate; the previous one kept serving"))
     if grouped:
         lines.append(reasons)
     lines.append(Text(

@@ -63,7 +63,7 @@ def op_for(message: Instruction | Response | Assessment | Verdict | RoundEvent |
             message.id,
         )]
     if isinstance(message, RoundEvent):
-        ended = message.created_at if message.state in ("done", "failed") else None
+        ended = message.created_at if message.state in ("done", "rejected", "failed") else None
         return [(
             "INSERT INTO rounds (round, state, model_version, started_at, ended_at, detail) VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(round) DO UPDATE SET state=excluded.state, ended_at=excluded.ended_at,"
@@ -75,7 +75,8 @@ def op_for(message: Instruction | Response | Assessment | Verdict | RoundEvent |
              + (f": {message.detail}" if message.detail else ""), json.dumps({"state": message.state})),
         )]
     if isinstance(message, ModelEvent):
-        state = {"serving": "serving", "swap_failed": "failed", "rolled_back": "failed"}[message.kind]
+        state = {"serving": "serving", "swap_failed": "failed", "rolled_back": "failed",
+                 "rejected": "rejected"}[message.kind]
         model_ops: list[Op] = [("UPDATE models SET state=? WHERE version=?", (state, message.model_version))]
         if message.kind == "serving" and message.parent:
             model_ops.append(("UPDATE models SET state='retired' WHERE state='serving' AND version != ?",

@@ -75,6 +75,9 @@ class RunStats:
     last_error: str = ""
     #: The training job's latest progress: round, examples, step, max_steps, loss, tokens_per_s.
     training: dict[str, Any] = field(default_factory=dict)
+    #: The serving engine's own counters (vLLM's /metrics), when it exposes them.
+    server: dict[str, float] = field(default_factory=dict)
+    state_before_pause: str = ""
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data for the metrics table (the monitor reads it back)."""
@@ -91,6 +94,10 @@ class RunStats:
             "requests": self.requests,
             "retries": self.retries,
             "training": dict(self.training),
+            "server": dict(self.server),
+            "endpoints": list(self.endpoints),
+            "rounds_total": self.rounds_total,
+            "started": self.started,
             "round_counts": None if ledger is None else {
                 "proposed": ledger.proposed, "kept": ledger.kept, "quota": ledger.quota, "cap": ledger.cap,
                 "rejected": dict(ledger.rejected), "failed": dict(ledger.failed)},

@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS items (
     UNIQUE (round, seq)
 );
 CREATE INDEX IF NOT EXISTS items_round_state ON items (round, state);
+CREATE INDEX IF NOT EXISTS items_updated ON items (updated_at);
 CREATE TABLE IF NOT EXISTS models (
     version TEXT PRIMARY KEY,
     parent TEXT,
@@ -370,6 +371,24 @@ class RunStore:
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return self._conn.execute(sql, args).fetchall()
 
+    def changed_items(self, since: float, limit: int = 5000) -> list[sqlite3.Row]:
+        """Items updated at or after ``since`` (the monitor's incremental read), oldest change first."""
+        return self._conn.execute("SELECT * FROM items WHERE updated_at >= ? ORDER BY updated_at LIMIT ?",
+                                  (since, limit)).fetchall()
+
+    def events_after(self, last_id: int, limit: int = 2000) -> list[sqlite3.Row]:
+        return self._conn.execute("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (last_id, limit)).fetchall()
+
+    def metrics_after(self, last_rowid: int) -> list[tuple[int, float, str]]:
+        return self._conn.execute("SELECT rowid, ts, data FROM metrics WHERE rowid > ? ORDER BY rowid",
+                                  (last_rowid,)).fetchall()
+
+    def latest_metrics(self) -> dict[str, Any] | None:
+        row = self._conn.execute("SELECT ts, data FROM metrics ORDER BY rowid DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return {"ts": row["ts"], **json.loads(row["data"])}
+
     def integrity(self) -> list[str]:
         """Problems found (empty when sound): SQLite's own check, duplicates, unfinished items."""
         problems = []
@@ -384,7 +403,7 @@ class RunStore:
         ).fetchone()[0]
         if bad:
             problems.append(f"{bad} items in an unknown state")
-        done_rounds = [r.round for r in self.rounds() if r.state == "done"]
+        done_rounds = [r.round for r in self.rounds() if r.state in ("done", "rejected")]
         if done_rounds:
             marks = ",".join("?" * len(done_rounds))
             open_items = self._conn.execute(

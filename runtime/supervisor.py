@@ -34,7 +34,9 @@ from .messages import Assessment, Instruction, ProposalRequest, Response, RoundE
 from .stats import RoleStats, RoundSummary, RunStats
 from .records import message_from_row, op_for
 from .store import PENDING_STATES, RunStore, StoreIntegrityError
+from .server_metrics import ServerMetrics
 from .swap import NoSwap, SwapStrategy
+from .evaluation import Evaluator
 from .updater import ModelUpdater
 
 log = logging.getLogger("isheep")
@@ -64,7 +66,7 @@ class Supervisor:
 
     def __init__(self, config: RunConfig, store: RunStore, pool: EndpointPool, models: Models, *,
                  proposer: Proposer, responder: Responder, critic: Critic, curator: Curator, trainer: Trainer,
-                 stats: RunStats, swapper: SwapStrategy | None = None) -> None:
+                 stats: RunStats, swapper: SwapStrategy | None = None, evaluator: Evaluator | None = None) -> None:
         self.config = config
         self.store = store
         self.pool = pool
@@ -75,11 +77,15 @@ class Supervisor:
         self.curator = curator
         self.trainer = trainer
         self.stats = stats
-        self.updater = ModelUpdater(config, store, models, stats, trainer, swapper or NoSwap())
+        self.updater = ModelUpdater(config, store, models, stats, trainer, swapper or NoSwap(), evaluator)
+        #: Polls the engine's own counters (set by the app when endpoints may expose them).
+        self.server_metrics: ServerMetrics | None = None
         self.summaries: list[RoundSummary] = []
         self.stopped = False
         self.finish_after_round = False
         self._stop = asyncio.Event()
+        self._running = asyncio.Event()
+        self._running.set()
         self._progress = asyncio.Event()
         self._barren = 0
         self._failed_calls = 0
@@ -94,6 +100,23 @@ class Supervisor:
         """Finish the current round, then stop."""
         self.finish_after_round = True
 
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def toggle_pause(self) -> bool:
+        """Pause (or resume) generation: no new request starts; those in flight finish. Returns paused."""
+        if self._running.is_set():
+            self._running.clear()
+            self.stats.state_before_pause = self.stats.state
+            self.stats.state = "paused"
+            self.store.event("control", "generation paused", round=self.stats.round or None)
+        else:
+            self._running.set()
+            self.stats.state = self.stats.state_before_pause or "generating"
+            self.store.event("control", "generation resumed", round=self.stats.round or None)
+        return self.paused
+
     # -- rounds ------------------------------------------------------------------------------
     def next_round(self) -> int:
         """The round to work on: the open one, else the one after the last finished."""
@@ -101,7 +124,7 @@ class Supervisor:
         if not rounds:
             return 1
         last = rounds[-1]
-        return last.round if last.state != "done" else last.round + 1
+        return last.round + 1 if last.state in ("done", "rejected") else last.round
 
     async def run(self) -> list[RoundSummary]:
         metrics = asyncio.create_task(self._metrics_loop(), name="metrics")
@@ -145,6 +168,7 @@ class Supervisor:
             await self._generation(k, ledger, state is None, summary)
         summary.proposed, summary.kept = ledger.proposed, ledger.kept
         summary.rejected, summary.failed = dict(ledger.rejected), dict(ledger.failed)
+        outcome = "done"
         if self.trainer.backend is not None:
             checkpoint = None
             if state in (None, "generating", "training"):
@@ -156,10 +180,16 @@ class Supervisor:
             if checkpoint is not None:
                 summary.checkpoint = str(checkpoint.path)
                 started = time.monotonic()
-                await self.updater.swap(k, checkpoint)
+                if await self.updater.swap(k, checkpoint) == "rejected":
+                    outcome = "rejected"
                 summary.swap_s = time.monotonic() - started
-        await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=self.models.policy.version,
-                                                 state="done", detail=self._round_detail(ledger))))
+        # The round is named after the model that generated it, not the one it trained.
+        detail = self._round_detail(ledger)
+        if outcome == "rejected":
+            detail = f"its model was rejected by the evaluation gate; {detail}"
+        await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=version,
+                                                 state=outcome, detail=detail)))
+        summary.state = outcome
         self.summaries.append(summary)
         self.stats.finished_rounds = list(self.summaries)
 
@@ -246,6 +276,7 @@ class Supervisor:
         stats = self.stats.roles["proposer"]
         limit = self.config.proposer.max_barren_calls
         while ledger.wants_more():
+            await self._running.wait()
             if ledger.enough_in_flight():
                 self._progress.clear()
                 await self._progress.wait()  # set by every verdict
@@ -292,6 +323,7 @@ class Supervisor:
         stats = self.stats.roles[role.name]
         while True:
             message = await inbox.get()
+            await self._running.wait()
             try:
                 await self._step(role, stats, message, outbox)
             finally:
@@ -365,6 +397,11 @@ class Supervisor:
     async def _metrics_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.metrics_interval_s)
+            if self.server_metrics is not None:
+                try:
+                    self.stats.server = await self.server_metrics.read()
+                except Exception:  # noqa: BLE001 - observation must never stop the run
+                    log.debug("reading server metrics failed", exc_info=True)
             self._write_metrics()
 
     def _on_retry(self, err: EndpointError, url: str, attempt: int, delay: float) -> None:

@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from isheep.agents.base import Models
+from isheep.agents.base import Models, ServedModel
 from isheep.agents.trainer import Checkpoint, Trainer, TrainingFailed, TrainRequest
 
 from .config import RunConfig
 from .errors import UserError
+from .evaluation import EvalResult, Evaluator
 from .messages import ModelEvent, RoundEvent
 from .records import checkpoint_from_row, model_row_op, op_for
 from .stats import RunStats
@@ -28,13 +29,14 @@ class ModelUpdater:
     """Turns a finished round into the next served model."""
 
     def __init__(self, config: RunConfig, store: RunStore, models: Models, stats: RunStats, trainer: Trainer,
-                 swapper: SwapStrategy) -> None:
+                 swapper: SwapStrategy, evaluator: Evaluator | None = None) -> None:
         self.config = config
         self.store = store
         self.models = models
         self.stats = stats
         self.trainer = trainer
         self.swapper = swapper
+        self.evaluator = evaluator
 
     def examples(self, k: int) -> list[dict[str, Any]]:
         """This round's kept pairs (the recipe), or every round's so far (``trainer.data = cumulative``)."""
@@ -59,7 +61,7 @@ class ModelUpdater:
                                init_path=(current.path if previous and not adapters else base.path) or Path("."),
                                init_adapter=current.path if previous and adapters else None,
                                examples=examples, out_dir=self.store.folder / "checkpoints" / f"round-{k:02d}")
-        await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=current.version,
+        await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=self._generator(k),
                                                  state="training", detail=f"{len(examples)} pairs")))
         self.stats.state = "training"
         self.stats.training = {"round": k, "examples": len(examples), "step": 0, "loss": None}
@@ -85,11 +87,17 @@ class ModelUpdater:
         rows = self.store.query("SELECT * FROM models WHERE round=? AND state='trained'", (k,))
         return checkpoint_from_row(rows[0]) if rows else None
 
-    async def swap(self, k: int, checkpoint: Checkpoint) -> None:
-        """Serve ``checkpoint``; on failure the strategy restored the previous model and it is recorded."""
+    async def swap(self, k: int, checkpoint: Checkpoint) -> str:
+        """Serve ``checkpoint``, gate it, record it; returns ``serving``, ``failed`` or ``rejected``.
+
+        A failed swap was rolled back by its strategy; a rejected model (worse than the one it
+        replaces on the held-out prompts) is swapped back out. Either way the previous model
+        serves on, and the lineage says why.
+        """
         current = self.models.policy
-        await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=current.version,
+        await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=self._generator(k),
                                                  state="swapping", detail=f"to {checkpoint.version}")))
+        baseline = await self._baseline(current) if self.evaluator is not None else None
         self.stats.state = "swapping"
         started = time.monotonic()
         try:
@@ -100,17 +108,82 @@ class ModelUpdater:
             await self.store.write(op_for(ModelEvent(id=checkpoint.version, round=k, model_version=checkpoint.version,
                                                      kind="rolled_back", parent=current.version, detail=str(exc))))
             self.stats.last_error = f"swap to {checkpoint.version} failed: {exc}"
+            await self._still_serving(current, exc)
             if self.config.swap.on_failure == "stop":
                 raise UserError(f"swap to {checkpoint.version} failed: {exc}") from None
-            return
+            return "failed"
         seconds = time.monotonic() - started
         await self._record(checkpoint, served.name, {"swap": {"strategy": self.swapper.name, "seconds": round(seconds, 3),
                                                               "served_name": served.name, **self.swapper.evidence}})
+        if baseline is not None:
+            result = await self._evaluate(served, checkpoint)
+            margin = self.config.evaluation.margin
+            if result.score < baseline - margin:
+                try:
+                    await self.swapper.restore(current, served)
+                except SwapError as exc:
+                    raise UserError(f"{served.version} did worse than {current.version} on the evaluation "
+                                    f"({result.score:.3f} < {baseline:.3f}) and {current.version} could not be "
+                                    f"served again: {exc}") from None
+                why = (f"evaluation {result.score:.3f} < {current.version}'s {baseline:.3f} - margin {margin}; "
+                       f"{current.version} serves again")
+                await self.store.write(op_for(ModelEvent(id=served.version, round=k, model_version=served.version,
+                                                         kind="rejected", parent=current.version, detail=why)))
+                self.stats.last_error = f"{served.version} rejected: {why}"
+                return "rejected"
         await self.store.write(op_for(ModelEvent(
             id=served.version, round=k, model_version=served.version, kind="serving", parent=current.version,
             detail=f"{self.swapper.name} swap in {seconds:.1f}s, requests name it {served.name!r}")))
         self.models.policy = served
         self.stats.model_version = served.version
+        return "serving"
+
+    async def _still_serving(self, current: ServedModel, exc: SwapError) -> None:
+        """After a failed swap the previous model must answer, or there is nothing to go on with."""
+        api = getattr(self.swapper, "api", None)
+        if api is None:
+            return
+        try:
+            await api.wait_for(current.name, min(60.0, self.config.swap.timeout_s))
+        except SwapError:
+            raise UserError(f"the swap failed ({exc}) and the endpoint no longer answers for "
+                            f"{current.name!r}; the data so far is safe in {self.store.folder}") from None
+
+    async def _baseline(self, current: ServedModel) -> float:
+        """The current model's evaluation score (measured once per version, then read back)."""
+        rows = self.store.query("SELECT detail FROM models WHERE version=?", (current.version,))
+        known = json.loads(rows[0]["detail"] or "{}").get("evaluation") if rows else None
+        if known is not None:
+            return float(known["score"])
+        return (await self._evaluate(current, None)).score
+
+    async def _evaluate(self, model: ServedModel, checkpoint: Checkpoint | None) -> EvalResult:
+        assert self.evaluator is not None
+        previous, self.stats.state = self.stats.state, "evaluating"
+        result = await self.evaluator.evaluate(model)
+        self.stats.state = previous
+        summary = result.summary()
+        if checkpoint is not None:
+            await self._record(checkpoint, model.name, {"evaluation": summary})
+        else:  # a model of an earlier round (or the base): add to its lineage row
+            rows = self.store.query("SELECT * FROM models WHERE version=?", (model.version,))
+            if rows:
+                row = rows[0]
+                detail = {**json.loads(row["detail"] or "{}"), "evaluation": summary}
+                await self.store.write([model_row_op(row["version"], parent=row["parent"], round=row["round"],
+                                                     served_name=row["served_name"], path=row["path"],
+                                                     state=row["state"], detail=detail)])
+        quality = f"critic {result.critic_mean:.1f}/10" if result.critic_mean is not None else "no critic score"
+        checks = f"checks {result.checks_rate:.0%}" if result.checks_rate is not None else "no checks"
+        self.store.event("evaluation", f"{model.version} scored {result.score:.3f} ({quality}, {checks}, "
+                                       f"{result.failed_requests} unanswered)",
+                         data={"version": model.version, "score": result.score})
+        return result
+
+    def _generator(self, k: int) -> str:
+        """The version that generated round ``k`` (what the rounds table names it by)."""
+        rows = self.store.query("SELECT model_version FROM rounds WHERE round=?", (k,))
+        return rows[0]["model_version"] if rows else self.models.policy.version
 
     async def _record(self, checkpoint: Checkpoint, served_name: str, extra: dict[str, Any]) -> None:
         """Upsert the version's lineage row, merging ``extra`` into what is known of it."""

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support.procs import ServerProcess  # noqa: E402
+from support.procs import ProxyProcess, ServerProcess  # noqa: E402
 
 
 @pytest.fixture
@@ -29,6 +29,21 @@ def server_factory() -> Iterator[Any]:
 
 
 @pytest.fixture
+def proxy_factory() -> Iterator[Any]:
+    """Start fault-injecting proxies in front of servers; all are stopped after the test."""
+    started: list[ProxyProcess] = []
+
+    def start(upstream: str, **settings: Any) -> ProxyProcess:
+        proxy = ProxyProcess(upstream, **settings)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
 def server(server_factory) -> ServerProcess:
     """A fresh test server with the default behaviour."""
     return server_factory()
@@ -39,3 +54,11 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No OpenAI variables from the developer's shell leak into a test."""
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    """The embedded SmolLM2 folder (provisioned once, cached in ~/.cache/isheep)."""
+    from isheep.runtime.models import ensure_embedded
+
+    return ensure_embedded()

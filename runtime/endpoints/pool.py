@@ -161,10 +161,11 @@ class EndpointPool:
                                 retryable=True)
 
     # -- set-up ------------------------------------------------------------------------------
-    async def verify(self, model: str | None) -> str:
+    async def verify(self, model: str | None, also: tuple[str, ...] = ()) -> str:
         """Reach every endpoint and check it serves ``model``; return the model name to use.
 
         With no ``model`` given, a pool whose endpoints serve exactly one model uses that one.
+        ``also`` lists other names that are acceptable (a run resumed mid-swap: either model).
         """
         served: list[list[str]] = []
         for member in self._members:
@@ -189,7 +190,7 @@ class EndpointPool:
             listing = ", ".join(sorted(set().union(*served))) or "nothing"
             raise EndpointUnavailable(f"pass --model: the endpoint serves {listing}")
         for member, names in zip(self._members, served):
-            if model not in names:
+            if model not in names and not set(also) & set(names):
                 listing = ", ".join(names) or "no model"
                 raise EndpointUnavailable(
                     f"model {model!r} is not served by {member.stats.url} (it serves: {listing})")

@@ -35,6 +35,10 @@ class SwapStrategy(abc.ABC):
         On failure, restore ``current`` and raise :class:`SwapError`.
         """
 
+    async def restore(self, previous: ServedModel, served: ServedModel) -> ServedModel:
+        """Serve ``previous`` again after ``served`` was found wanting (the evaluation gate)."""
+        raise SwapError(f"the {self.name} swap cannot put a previous model back")
+
     async def aclose(self) -> None:
         """Release what the strategy holds (connections, processes)."""
 

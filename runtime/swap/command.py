@@ -58,3 +58,12 @@ class CommandSwap(SwapStrategy):
                 raise SwapError(f"{exc}; rolled back to {current.version}") from None
             raise
         return ServedModel(version=checkpoint.version, name=name, path=checkpoint.path)
+
+    async def restore(self, previous: ServedModel, served: ServedModel) -> ServedModel:
+        if not self.rollback_command:
+            raise SwapError("no swap.rollback_command to put the previous model back")
+        await self._shell(self.rollback_command, {"ISHEEP_CHECKPOINT": str(previous.path or ""),
+                                                  "ISHEEP_VERSION": previous.version, "ISHEEP_MODEL": previous.name,
+                                                  "ISHEEP_ADAPTER": "", "ISHEEP_ROUND": ""})
+        await self.api.wait_for(previous.name, self.timeout_s)
+        return previous

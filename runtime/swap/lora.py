@@ -50,3 +50,14 @@ class LoraSwap(SwapStrategy):
             except SwapError:
                 pass  # a leftover adapter costs memory, not correctness
         return ServedModel(version=checkpoint.version, name=name, path=checkpoint.adapter)
+
+    async def restore(self, previous: ServedModel, served: ServedModel) -> ServedModel:
+        if previous.name != self.base_name:  # its adapter was unloaded by the swap: load it again
+            if previous.path is None:
+                raise SwapError(f"the adapter of {previous.version} is unknown; it cannot be loaded again")
+            await self.api.request("POST", f"{self.api.base_url}/load_lora_adapter",
+                                   json={"lora_name": previous.name, "lora_path": str(previous.path)})
+        await self.api.probe(previous.name)
+        if served.name != self.base_name:
+            await self.api.request("POST", f"{self.api.base_url}/unload_lora_adapter", json={"lora_name": served.name})
+        return previous

@@ -13,3 +13,6 @@ class NoSwap(SwapStrategy):
 
     async def swap(self, checkpoint: Checkpoint, current: ServedModel) -> ServedModel:
         return current
+
+    async def restore(self, previous: ServedModel, served: ServedModel) -> ServedModel:
+        return previous

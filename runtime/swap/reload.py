@@ -58,3 +58,10 @@ class ReloadSwap(SwapStrategy):
                                 f"failed too ({again})") from None
             raise SwapError(f"reload of {checkpoint.version} failed, {current.version} restored: {exc}") from None
         return ServedModel(version=checkpoint.version, name=current.name, path=checkpoint.path)
+
+    async def restore(self, previous: ServedModel, served: ServedModel) -> ServedModel:
+        if previous.path is None:
+            raise SwapError(f"the weights of {previous.version} are unknown; they cannot be reloaded")
+        await self._load(str(previous.path), previous.version)
+        await self.api.probe(previous.name)
+        return previous

@@ -34,3 +34,10 @@ class RestartSwap(SwapStrategy):
                                 f"{current.version} failed too ({again})") from None
             raise SwapError(f"restart on {checkpoint.version} failed, {current.version} restored: {exc}") from None
         return ServedModel(version=checkpoint.version, name=current.name, path=checkpoint.path)
+
+    async def restore(self, previous: ServedModel, served: ServedModel) -> ServedModel:
+        if previous.path is None:
+            raise SwapError(f"the folder of {previous.version} is unknown; the server cannot restart on it")
+        await self.server.restart(previous.path)
+        await self.api.probe(previous.name)
+        return previous

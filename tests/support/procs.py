@@ -15,30 +15,27 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "tests" / "support" / "openai_server.py"
+PROXY = ROOT / "tests" / "support" / "fault_proxy.py"
 
 
-class ServerProcess:
-    """A running test server: its URL, and live control of its behaviour."""
+class ReadyProcess:
+    """A helper process that prints ``READY <port>`` once it listens on 127.0.0.1."""
 
-    def __init__(self, behaviour: dict[str, Any] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(SERVER), "--port", "0", "--config", json.dumps(behaviour or {})],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __init__(self, command: list[str]) -> None:
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("READY"):
-            raise RuntimeError(f"test server did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
+            raise RuntimeError(f"{command[1]} did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
         self.port = int(line.split()[1])
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
-    def control(self, **changes: Any) -> dict[str, Any]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/_control", data=json.dumps(changes).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+    def _call(self, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data,
+                                         headers={"Content-Type": "application/json"},
+                                         method="POST" if data is not None else "GET")
         with urllib.request.urlopen(request, timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_stats", timeout=10) as resp:
             return json.loads(resp.read())
 
     def stop(self) -> None:
@@ -48,6 +45,33 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class ServerProcess(ReadyProcess):
+    """The OpenAI-compatible test server, with live control of its behaviour."""
+
+    def __init__(self, behaviour: dict[str, Any] | None = None) -> None:
+        super().__init__([sys.executable, str(SERVER), "--port", "0", "--config", json.dumps(behaviour or {})])
+
+    def control(self, **changes: Any) -> dict[str, Any]:
+        return self._call("/_control", changes)
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("/_stats")
+
+
+class ProxyProcess(ReadyProcess):
+    """The fault-injecting proxy in front of ``upstream`` (its base URL, with /v1)."""
+
+    def __init__(self, upstream: str, **settings: Any) -> None:
+        super().__init__([sys.executable, str(PROXY), "--upstream", upstream.rsplit("/v1", 1)[0],
+                          "--config", json.dumps(settings)])
+
+    def counts(self) -> dict[str, int]:
+        return self._call("/_proxy")["counts"]
+
+    def settings(self, **changes: Any) -> dict[str, Any]:
+        return self._call("/_proxy", changes)["settings"]
 
 
 def isheep_cmd(*args: str) -> list[str]:

@@ -9,12 +9,6 @@ from typing import Iterator
 import pytest
 from support.procs import clean_environ, isheep_cmd
 
-from isheep.runtime.models import ensure_embedded
-
-
-@pytest.fixture(scope="session")
-def embedded_model():
-    return ensure_embedded()
 
 
 class Served:

@@ -1,0 +1,137 @@
+"""The evaluation gate between rounds: is the newly trained model worse than the one it replaces?
+
+Both models answer a held-out prompt set (greedy), and each answer is scored twice: by the
+Self-Critic (quality, 1-10) and by the prompt's verifiable checks (length limits, required words,
+formats). The model's score is ``critic_weight * mean(quality) / 10 + (1 - critic_weight) *
+share of checks passed``. A new model that scores lower than the old by more than
+``evaluation.margin`` is rolled back and its round recorded as rejected.
+
+Judging: the critic judges with the model it is configured for. With ``critic.model = "base"``
+both models are judged by the same base model; with ``current`` each judges its own answers,
+and the checks (which need no judge) are what keeps the comparison honest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from isheep.agents.base import ServedModel
+from isheep.agents.critic import Critic
+from isheep.prompts import default_path
+
+from .checks import run_checks, validate
+from .config import EvaluationConfig
+from .endpoints import EndpointError, EndpointPool
+from .errors import UserError
+from .messages import Instruction, Response
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    id: str
+    prompt: str
+    checks: list[dict[str, Any]]
+
+
+@dataclass
+class EvalResult:
+    """How one model did on the held-out prompts."""
+
+    version: str
+    score: float
+    critic_mean: float | None
+    checks_rate: float | None
+    failed_requests: int = 0
+    answers: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["answers"] = data["answers"][:50]
+        return data
+
+
+def load_eval_prompts(path: Path | None = None, limit: int = 0) -> list[EvalPrompt]:
+    source = Path(path) if path is not None else default_path("eval.jsonl")
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"evaluation prompts not found: {source}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"evaluation prompts {source} are not UTF-8 text") from None
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"evaluation prompts {source} line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            raise UserError(f"{where}: needs a non-empty 'prompt'")
+        checks = row.get("checks", [])
+        for check in checks:
+            problem = validate(check)
+            if problem:
+                raise UserError(f"{where}: {problem}")
+        prompts.append(EvalPrompt(id=str(row.get("id", number)), prompt=row["prompt"], checks=checks))
+    if not prompts:
+        raise UserError(f"evaluation prompts {source} hold no prompt")
+    return prompts[:limit] if limit else prompts
+
+
+class Evaluator:
+    """Answers and scores the held-out prompts with one model."""
+
+    def __init__(self, config: EvaluationConfig, pool: EndpointPool, critic: Critic,
+                 prompts: list[EvalPrompt]) -> None:
+        self.config = config
+        self.pool = pool
+        self.critic = critic
+        self.prompts = prompts
+
+    async def _one(self, item: EvalPrompt, model: ServedModel, judge: ServedModel,
+                   slots: asyncio.Semaphore) -> dict[str, Any]:
+        async with slots:
+            try:
+                completion = await self.pool.chat({
+                    "model": model.name, "temperature": 0.0, "max_tokens": self.config.max_tokens,
+                    "messages": [{"role": "user", "content": item.prompt}]})
+            except EndpointError as err:
+                return {"id": item.id, "error": err.reason}
+            instruction = Instruction(id=f"eval-{item.id}", round=1, model_version=model.version,
+                                      instruction=item.prompt)
+            response = Response(id=instruction.id, round=1, model_version=model.version, instruction=instruction,
+                                text=completion.text)
+            try:
+                quality = (await self.critic.score("quality", response, judge)).value
+            except EndpointError:
+                quality = None
+            passed = run_checks(completion.text, item.checks)
+            return {"id": item.id, "answer": completion.text[:2000], "quality": quality, "checks": passed}
+
+    async def evaluate(self, model: ServedModel) -> EvalResult:
+        slots = asyncio.Semaphore(self.config.workers)
+        # The model under evaluation is not the roles' current model yet: name the judge explicitly.
+        judge = self.critic.models.base if self.critic.config.model == "base" else model
+        rows = await asyncio.gather(*(self._one(p, model, judge, slots) for p in self.prompts))
+        answered = [r for r in rows if "error" not in r]
+        qualities = [r["quality"] for r in answered if r["quality"] is not None]
+        checks = [ok for r in answered for ok in r["checks"]]
+        critic_mean = sum(qualities) / len(qualities) if qualities else None
+        checks_rate = sum(checks) / len(checks) if checks else None
+        parts = []
+        if critic_mean is not None:
+            parts.append((self.config.critic_weight, critic_mean / 10))
+        if checks_rate is not None:
+            parts.append((1 - self.config.critic_weight, checks_rate))
+        weight = sum(w for w, _ in parts)
+        score = sum(w * v for w, v in parts) / weight if weight else 0.0
+        # An unanswered prompt counts as a total failure: a model that cannot answer is not better.
+        score *= len(answered) / len(rows) if rows else 0.0
+        return EvalResult(version=model.version, score=round(score, 4), critic_mean=critic_mean,
+                          checks_rate=checks_rate, failed_requests=len(rows) - len(answered), answers=rows)

@@ -1,0 +1,86 @@
+"""The monitor driven as a person would: keys against a live run, and read-only attachment."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from support.runs import make_finished_run
+from textual.widgets import DataTable, TabbedContent
+
+import isheep
+from isheep.runtime.config import load_config
+from isheep.tui import MonitorApp
+from isheep.tui.header import RunHeader
+from isheep.tui.samples import SampleScreen, SamplesTable
+
+
+async def _until(pilot, condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await pilot.pause(0.1)
+
+
+async def test_keys_do_what_the_footer_says_on_a_live_run(server_factory, tmp_path, clean_env):
+    server = server_factory(delay_s=0.2)  # slow enough to still be running when the keys come
+    config = load_config(overrides={"endpoints": [{"base_url": server.url}], "out": str(tmp_path / "run"),
+                                    "rounds": 2, "round_size": 2000, "max_proposed": 20000}, environ={})
+    app = MonitorApp(live=True, refresh_s=0.2)
+    async with app.run_test(size=(100, 30)) as pilot:
+        footer = {b.key: b.description for b in app.BINDINGS if b.show}
+        assert footer == {"p": "Pause/resume", "f": "Finish round", "s": "Stop now", "1": "Tabs 1-5", "q": "Quit"}
+        task = asyncio.create_task(isheep.arun(config, display=app))
+        await _until(pilot, lambda: app.supervisor is not None and app.snapshot is not None
+                     and app.snapshot.rounds and app.snapshot.rounds[-1].finished > 20)
+        assert app.query_one(RunHeader).snapshot.state == "generating"
+
+        await pilot.press("p")
+        assert app.supervisor.paused
+        await _until(pilot, lambda: app.snapshot.state == "paused")
+        await pilot.press("p")
+        assert not app.supervisor.paused
+
+        for key, tab in (("2", "curation"), ("3", "rounds"), ("5", "log"), ("1", "overview"), ("4", "samples")):
+            await pilot.press(key)
+            assert app.query_one(TabbedContent).active == tab
+        table = app.query_one(SamplesTable)
+        await _until(pilot, lambda: table.row_count > 0)
+        await pilot.press("enter")
+        assert isinstance(app.screen, SampleScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, SampleScreen)
+
+        assert not task.done()
+        await pilot.press("f")
+        assert app.supervisor.finish_after_round
+        await pilot.press("s")
+        result = await asyncio.wait_for(task, 60)
+        assert result.stopped
+        app.run_ended("stopped")
+        await pilot.press("q")
+    store = isheep.RunStore.open(result.folder, readonly=True)
+    assert store.integrity() == []
+    store.close_sync()
+
+
+async def test_monitor_is_read_only_and_shows_a_finished_runs_history(tmp_path):
+    folder = make_finished_run(tmp_path / "run")
+    before = (folder / "isheep.db").read_bytes()
+    app = MonitorApp(folder, refresh_s=0.2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _until(pilot, lambda: app.snapshot is not None)
+        header = app.query_one(RunHeader)
+        assert header.mode == "read-only" and header.snapshot.state == "done"
+        await pilot.press("p")
+        await pilot.press("s")
+        assert app.supervisor is None  # nothing to steer, nothing changed
+        await pilot.press("3")
+        rounds = app.query_one("#round-table", DataTable)
+        assert rounds.row_count == 2
+        swaps = app.query_one("#swap-table", DataTable)
+        outcomes = [swaps.get_row_at(i)[2] for i in range(swaps.row_count)]
+        assert outcomes == ["serving", "ROLLED BACK"]
+        assert len(app.snapshot.losses) == 16
+        await pilot.press("q")
+    assert (folder / "isheep.db").read_bytes() == before  # attaching never writes

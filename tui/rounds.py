@@ -1,0 +1,79 @@
+"""Rounds: a timeline of rounds, the training loss curve, and the swaps with their outcome."""
+
+from __future__ import annotations
+
+import json
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widget import Widget
+from textual.widgets import DataTable
+from textual_plotext import PlotextPlot
+
+from .source import Snapshot
+
+
+class RoundsPanel(Widget):
+    """Round by round: kept pairs, the model that generated it, training and swap outcomes."""
+
+    DEFAULT_CSS = """
+    RoundsPanel {
+        height: 1fr;
+    }
+    RoundsPanel #round-table {
+        height: auto;
+        max-height: 10;
+    }
+    RoundsPanel Horizontal {
+        height: 1fr;
+    }
+    RoundsPanel #loss-plot {
+        width: 1fr;
+        min-height: 8;
+    }
+    RoundsPanel #swap-table {
+        width: 1fr;
+    }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(id="round-table", cursor_type="none")
+        with Horizontal():
+            yield PlotextPlot(id="loss-plot")
+            yield DataTable(id="swap-table", cursor_type="none")
+
+    def on_mount(self) -> None:
+        self.query_one("#round-table", DataTable).add_columns(
+            "round", "state", "model", "proposed", "kept", "accept", "closed because")
+        self.query_one("#swap-table", DataTable).add_columns("model", "from", "outcome", "swap", "eval")
+        self._drawn_losses = -1
+
+    def update_from(self, snapshot: Snapshot) -> None:
+        table = self.query_one("#round-table", DataTable)
+        table.clear()
+        for r in snapshot.rounds:
+            table.add_row(str(r.round), r.state, r.model_version, str(r.proposed), str(r.counts["kept"]),
+                          f"{r.acceptance:.0%}", r.detail[:40])
+        swaps = self.query_one("#swap-table", DataTable)
+        swaps.clear()
+        for model in snapshot.models:
+            if model["version"] == "v0":
+                continue
+            detail = json.loads(model.get("detail") or "{}")
+            swap = detail.get("swap") or {}
+            outcome = {"failed": "ROLLED BACK", "serving": "serving", "retired": "served, retired",
+                       "trained": "trained", "rejected": "REJECTED"}.get(model["state"], model["state"])
+            seconds = f"{swap['seconds']:.1f}s" if "seconds" in swap else ("-" if not swap else "failed")
+            evaluation = detail.get("evaluation")
+            score = f"{evaluation['score']:.3f}" if evaluation else "-"
+            swaps.add_row(model["version"], model.get("parent") or "-", outcome, seconds, score)
+        if len(snapshot.losses) != self._drawn_losses:
+            self._drawn_losses = len(snapshot.losses)
+            plot = self.query_one("#loss-plot", PlotextPlot)
+            plt = plot.plt
+            plt.clear_data()
+            plt.title("training loss")
+            for k in sorted({k for k, _, _ in snapshot.losses}):
+                points = [(step, loss) for r, step, loss in snapshot.losses if r == k]
+                plt.plot([p[0] for p in points], [p[1] for p in points], label=f"round {k}", marker="braille")
+            plot.refresh()
