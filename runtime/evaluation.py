@@ -14,7 +14,6 @@ and the checks (which need no judge) are what keeps the comparison honest.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from .config import EvaluationConfig
 from .endpoints import EndpointError, EndpointPool
 from .errors import UserError
 from .messages import Instruction, Response
+from .seeds import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -56,21 +56,8 @@ class EvalResult:
 
 def load_eval_prompts(path: Path | None = None, limit: int = 0) -> list[EvalPrompt]:
     source = Path(path) if path is not None else default_path("eval.jsonl")
-    try:
-        lines = source.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"evaluation prompts not found: {source}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"evaluation prompts {source} are not UTF-8 text") from None
     prompts = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"evaluation prompts {source} line {number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: not valid JSON ({exc.msg})") from None
+    for number, where, row in read_jsonl(source, "evaluation prompts"):
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
             raise UserError(f"{where}: needs a non-empty 'prompt'")
         checks = row.get("checks", [])

@@ -12,6 +12,7 @@ is read as well, so users can bring theirs unchanged. Blank lines are skipped.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from isheep.prompts import default_path
@@ -46,32 +47,42 @@ def _task_from(obj: object, where: str) -> SeedTask:
     return SeedTask(instruction=instruction.strip(), input=value.strip())
 
 
-def load_seeds(path: Path | None = None, *, minimum: int = 1) -> list[SeedTask]:
-    """Read a seed file (default: the shipped one); every problem is one clear UserError."""
-    source = Path(path) if path is not None else default_path("seeds.jsonl")
+def read_jsonl(source: Path, what: str, *, max_bytes: int | None = None) -> Iterator[tuple[int, str, object]]:
+    """Yield (line number, "<what> <source> line N", parsed JSON) for each non-blank line.
+
+    Every problem with the file itself (missing, unreadable, too large, not UTF-8, a line that
+    is not JSON) is one UserError naming ``what`` and the file.
+    """
+    max_bytes = MAX_SEED_BYTES if max_bytes is None else max_bytes
     try:
         size = source.stat().st_size
     except FileNotFoundError:
-        raise UserError(f"seed file not found: {source}") from None
+        raise UserError(f"{what} not found: {source}") from None
     except OSError as exc:
-        raise UserError(f"cannot read seed file {source}: {exc.strerror}") from None
-    if size > MAX_SEED_BYTES:
-        raise UserError(f"seed file {source} is too large ({size / 2**20:.0f} MiB; the limit is "
-                        f"{MAX_SEED_BYTES / 2**20:.0f} MiB)")
+        raise UserError(f"cannot read {what} {source}: {exc.strerror}") from None
+    if size > max_bytes:
+        raise UserError(f"{what} {source} is too large ({size / 2**20:.0f} MiB; the limit is "
+                        f"{max_bytes / 2**20:.0f} MiB)")
     try:
         text = source.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UserError(f"seed file {source} is not UTF-8 text (byte {exc.start})") from None
-    tasks: list[SeedTask] = []
+        raise UserError(f"{what} {source} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {source}: {exc.strerror}") from None
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        where = f"seed file {source} line {number}"
+        where = f"{what} {source} line {number}"
         try:
-            obj = json.loads(line)
+            yield number, where, json.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{where}: not valid JSON ({exc.msg})") from None
-        tasks.append(_task_from(obj, where))
+
+
+def load_seeds(path: Path | None = None, *, minimum: int = 1) -> list[SeedTask]:
+    """Read a seed file (default: the shipped one); every problem is one clear UserError."""
+    source = Path(path) if path is not None else default_path("seeds.jsonl")
+    tasks = [_task_from(obj, where) for _, where, obj in read_jsonl(source, "seed file")]
     if not tasks:
         raise UserError(f"seed file {source} holds no tasks")
     if len(tasks) < minimum:

@@ -43,6 +43,53 @@ class SwapStrategy(abc.ABC):
         """Release what the strategy holds (connections, processes)."""
 
 
+class FolderSwap(SwapStrategy):
+    """A strategy that makes the server load a model folder; on failure the previous folder goes back.
+
+    Subclasses say how a folder is loaded (``_load``) and what else proves it took (``_verify``).
+    """
+
+    api: ServerApi
+
+    @abc.abstractmethod
+    async def _load(self, path: str, version: str) -> None:
+        """Make the server serve the folder at ``path`` as ``version``."""
+
+    async def _verify(self, checkpoint: Checkpoint) -> None:
+        """Raise if the server does not serve ``checkpoint`` (beyond answering the probe)."""
+
+    async def swap(self, checkpoint: Checkpoint, current: ServedModel) -> ServedModel:
+        before = await self.api.fingerprint(current.name)
+        try:
+            await self._load(str(checkpoint.path), checkpoint.version)
+            await self._verify(checkpoint)
+            after = await self.api.fingerprint(current.name)
+            self.evidence = {"probe_logprobs_before": before, "probe_logprobs_after": after,
+                             "weights_changed": before != after, "weight_version": checkpoint.version}
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the old model goes back
+            if current.path is None:
+                raise SwapError(f"{self.name} of {checkpoint.version} failed ({exc}) and the folder of "
+                                f"{current.version} is unknown, so it could not be restored") from None
+            try:
+                await self._load(str(current.path), current.version)
+                restored = await self.api.fingerprint(current.name)
+                self.evidence = {"probe_logprobs_before": before, "probe_logprobs_restored": restored,
+                                 "restored_exactly": restored == before}
+            except Exception as again:  # noqa: BLE001
+                raise SwapError(f"{self.name} of {checkpoint.version} failed ({exc}); restoring "
+                                f"{current.version} failed too ({again})") from None
+            raise SwapError(f"{self.name} of {checkpoint.version} failed, {current.version} restored: {exc}") \
+                from None
+        return ServedModel(version=checkpoint.version, name=current.name, path=checkpoint.path)
+
+    async def restore(self, previous: ServedModel, served: ServedModel) -> ServedModel:
+        if previous.path is None:
+            raise SwapError(f"the folder of {previous.version} is unknown; it cannot be served again")
+        await self._load(str(previous.path), previous.version)
+        await self.api.probe(previous.name)
+        return previous
+
+
 class ServerApi:
     """Small client of an OpenAI-compatible server's own routes (the /v1 API and vLLM's root)."""
 

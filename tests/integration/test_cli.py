@@ -167,12 +167,16 @@ def test_kill_9_mid_round_then_resume(server_factory, tmp_path):
         assert after[item_id] == value  # finished work untouched
 
 
-def test_ctrl_c_stops_cleanly_and_resume_finishes(server_factory, tmp_path):
-    server = server_factory(delay_s=0.05)
-    out = tmp_path / "run"
-    proc = subprocess.Popen(isheep_cmd("run", "--endpoint", server.url, "--rounds", "1", "--round-size", "40",
+def _start_run(server, out) -> subprocess.Popen:
+    """A one-round run in a subprocess, slow enough to be interrupted part-way."""
+    return subprocess.Popen(isheep_cmd("run", "--endpoint", server.url, "--rounds", "1", "--round-size", "40",
                                        "--max-proposed", "600", "--out", str(out), "--quiet"),
                             env=clean_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(server_factory, tmp_path):
+    out = tmp_path / "run"
+    proc = _start_run(server_factory(delay_s=0.05), out)
     _wait_for_items(out / "isheep.db", 10)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
@@ -188,11 +192,8 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(server_factory, tmp_path):
 
 
 def test_second_ctrl_c_aborts(server_factory, tmp_path):
-    server = server_factory(delay_s=0.2)
     out = tmp_path / "run"
-    proc = subprocess.Popen(isheep_cmd("run", "--endpoint", server.url, "--rounds", "1", "--round-size", "40",
-                                       "--max-proposed", "600", "--out", str(out), "--quiet"),
-                            env=clean_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _start_run(server_factory(delay_s=0.2), out)
     _wait_for_items(out / "isheep.db", 1)
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGINT)
