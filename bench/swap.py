@@ -5,9 +5,12 @@ keep sending requests to the served model; the swap starts as soon as the checkp
 we time it until the new model has answered (every strategy ends with a probe to the new
 model), and count the clients' requests that failed in the meantime. Each swap is then undone
 so the next one starts from the base model. ``restart`` is the baseline. Targets for
-``reload``: under 3 s, zero failed requests.
+``reload``: under 3 s, zero failed requests. ``reload`` lets the requests in flight finish on
+the old weights first (the default, ``swap.in_flight = "finish"``); ``reload-continue`` freezes
+them and continues them on the new weights. The fingerprint of the served model is taken
+before the checkpoint is ready, as a run does while training.
 
-    python bench/swap.py [--clients 16]
+    python bench/swap.py [--clients 16] [--only reload reload-continue lora restart]
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ async def measure(name: str, swap, checkpoint: Checkpoint, current: ServedModel,
     counts = {"ok": 0, "failed": 0}
     stop = asyncio.Event()
     workers = [asyncio.create_task(load(endpoint, model, stop, counts)) for _ in range(clients)]
+    await swap.prepare(current)  # in a run this happens while the checkpoint trains
     await asyncio.sleep(5)  # the server is busy before the checkpoint arrives
     before = dict(counts)
     started = time.monotonic()
@@ -60,8 +64,9 @@ async def measure(name: str, swap, checkpoint: Checkpoint, current: ServedModel,
     await asyncio.gather(*workers)
     await endpoint.aclose()
     during = {"ok": counts["ok"] - before["ok"], "failed": counts["failed"] - before["failed"]}
-    print(f"{name:8s} swap {seconds:7.2f} s | requests failed during the swap window: {during['failed']:4d} "
-          f"| completed: {during['ok']:4d} | weights changed: {swap.evidence.get('weights_changed')}", flush=True)
+    print(f"{name:15s} swap {seconds:7.2f} s | requests failed during the swap window: {during['failed']:4d} "
+          f"| completed: {during['ok']:4d} | weights changed: {swap.evidence.get('weights_changed')}"
+          f" | phases (s): {swap.evidence.get('seconds', '-')}", flush=True)
     return seconds, during, served
 
 
@@ -84,26 +89,30 @@ async def main_async(args: argparse.Namespace) -> None:
         base = ServedModel(version="v0", name="smol", path=model_dir)
         results = {}
         try:
-            for name, swap in (("reload", ReloadSwap(api)), ("lora", LoraSwap(api, "smol")),
-                               ("restart", RestartSwap(server, api))):
+            strategies = {"reload": ReloadSwap(api), "reload-continue": ReloadSwap(api, "continue"),
+                          "lora": LoraSwap(api, "smol"), "restart": RestartSwap(server, api)}
+            for name in args.only or list(strategies):
+                swap = strategies[name]
                 seconds, during, served = await measure(name, swap, checkpoint, base, server, args.clients)
                 results[name] = (seconds, during)
                 if name == "lora":
                     await api.request("POST", f"{api.base_url}/unload_lora_adapter", json={"lora_name": served.name})
-                elif name == "reload":
+                elif name.startswith("reload"):
                     await swap.swap(base_ckpt, served)
         finally:
             await server.stop()
-    baseline = results["restart"][0]
+    baseline = results.get("restart", (None,))[0]
     for name, (seconds, during) in results.items():
-        print(f"{name:8s} {seconds:7.2f} s  ({baseline / seconds:5.1f}x faster than restart)  "
-              f"failed requests: {during['failed']}")
+        ratio = f"({baseline / seconds:5.1f}x faster than restart)" if baseline else ""
+        print(f"{name:15s} {seconds:7.2f} s  {ratio}  failed requests: {during['failed']}")
     print("target: reload under 3 s with zero failed requests")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--only", nargs="+", choices=["reload", "reload-continue", "lora", "restart"],
+                        help="measure only these strategies (default: all three; restart is the baseline)")
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -190,6 +190,9 @@ class SwapConfig(_Section):
     expect_model: str | None = Field(None, description=(
         "Model name to use after a command swap ({version} and {round} are filled in); default: unchanged."))
     timeout_s: float = Field(600.0, gt=0, description="Wait this long for the new model to answer.")
+    in_flight: Literal["finish", "continue"] = Field("finish", description=(
+        "reload: answers in flight finish on the old weights first (every answer from one model), "
+        "or freeze and continue on the new ones (no wait; for endpoints shared with other traffic)."))
     on_failure: Literal["continue", "stop"] = Field(
         "continue", description="A failed swap (rolled back): go on with the previous model, or stop.")
 

@@ -58,7 +58,7 @@ def build_swapper(strategy: str, config: RunConfig, api: ServerApi | None, serve
     if api is None:
         raise ConfigError(f"the {strategy} swap needs an endpoint")
     if strategy == "reload":
-        return ReloadSwap(api)
+        return ReloadSwap(api, config.swap.in_flight)
     if strategy == "lora":
         return LoraSwap(api, base_name)
     if strategy == "restart":

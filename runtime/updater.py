@@ -66,6 +66,11 @@ class ModelUpdater:
         self.stats.state = "training"
         self.stats.training = {"round": k, "examples": len(examples), "step": 0, "loss": None}
         try:
+            await self.swapper.prepare(current)
+        except Exception as exc:  # noqa: BLE001 - only a head start; the swap does it again if need be
+            self.store.event("swap", f"preparing the swap failed ({exc}); it will be done during the swap",
+                             level="warning", round=k)
+        try:
             checkpoint = await self.trainer.train(request)
         except TrainingFailed as exc:
             self.store.event("train", str(exc), level="error", round=k)

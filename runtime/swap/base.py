@@ -35,12 +35,28 @@ class SwapStrategy(abc.ABC):
         On failure, restore ``current`` and raise :class:`SwapError`.
         """
 
+    async def prepare(self, current: ServedModel) -> None:
+        """Called while the next checkpoint trains: do now what does not need it."""
+
     async def restore(self, previous: ServedModel, served: ServedModel) -> ServedModel:
         """Serve ``previous`` again after ``served`` was found wanting (the evaluation gate)."""
         raise SwapError(f"the {self.name} swap cannot put a previous model back")
 
     async def aclose(self) -> None:
         """Release what the strategy holds (connections, processes)."""
+
+
+class Phases:
+    """Seconds spent in each phase of a swap, recorded with its evidence (where a slow swap waits)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        self.seconds[phase] = round(now - self._last, 3)
+        self._last = now
 
 
 class FolderSwap(SwapStrategy):
@@ -50,28 +66,48 @@ class FolderSwap(SwapStrategy):
     """
 
     api: ServerApi
+    #: Probe fingerprints of versions served in this process (weights of a version never change).
+    _fingerprints: dict[str, list[float] | None]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._fingerprints = {}
 
     @abc.abstractmethod
-    async def _load(self, path: str, version: str) -> None:
-        """Make the server serve the folder at ``path`` as ``version``."""
+    async def _load(self, path: str, version: str, clock: Phases) -> None:
+        """Make the server serve the folder at ``path`` as ``version`` (``clock.lap`` marks phases)."""
 
     async def _verify(self, checkpoint: Checkpoint) -> None:
         """Raise if the server does not serve ``checkpoint`` (beyond answering the probe)."""
 
+    async def prepare(self, current: ServedModel) -> None:
+        # The served model's fingerprint, taken while training runs rather than inside the swap.
+        if current.version not in self._fingerprints:
+            self._fingerprints[current.version] = await self.api.fingerprint(current.name)
+
     async def swap(self, checkpoint: Checkpoint, current: ServedModel) -> ServedModel:
-        before = await self.api.fingerprint(current.name)
+        clock = Phases()
+        if current.version in self._fingerprints:
+            before = self._fingerprints[current.version]
+        else:
+            before = await self.api.fingerprint(current.name)
+        clock.lap("probe_before")
         try:
-            await self._load(str(checkpoint.path), checkpoint.version)
+            await self._load(str(checkpoint.path), checkpoint.version, clock)
+            clock.lap("load")
             await self._verify(checkpoint)
             after = await self.api.fingerprint(current.name)
+            clock.lap("verify")
+            self._fingerprints[checkpoint.version] = after
             self.evidence = {"probe_logprobs_before": before, "probe_logprobs_after": after,
-                             "weights_changed": before != after, "weight_version": checkpoint.version}
+                             "weights_changed": before != after, "weight_version": checkpoint.version,
+                             "seconds": clock.seconds}
         except Exception as exc:  # noqa: BLE001 - whatever broke, the old model goes back
             if current.path is None:
                 raise SwapError(f"{self.name} of {checkpoint.version} failed ({exc}) and the folder of "
                                 f"{current.version} is unknown, so it could not be restored") from None
             try:
-                await self._load(str(current.path), current.version)
+                await self._load(str(current.path), current.version, Phases())
                 restored = await self.api.fingerprint(current.name)
                 self.evidence = {"probe_logprobs_before": before, "probe_logprobs_restored": restored,
                                  "restored_exactly": restored == before}
@@ -85,7 +121,7 @@ class FolderSwap(SwapStrategy):
     async def restore(self, previous: ServedModel, served: ServedModel) -> ServedModel:
         if previous.path is None:
             raise SwapError(f"the folder of {previous.version} is unknown; it cannot be served again")
-        await self._load(str(previous.path), previous.version)
+        await self._load(str(previous.path), previous.version, Phases())
         await self.api.probe(previous.name)
         return previous
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..server import ManagedServer
-from .base import FolderSwap, ServerApi
+from .base import FolderSwap, Phases, ServerApi
 
 
 class RestartSwap(FolderSwap):
@@ -16,6 +16,6 @@ class RestartSwap(FolderSwap):
         self.server = server
         self.api = api
 
-    async def _load(self, path: str, version: str) -> None:
+    async def _load(self, path: str, version: str, clock: Phases) -> None:
         # The server names the model by its served name, not the version: nothing else to set.
         await self.server.restart(Path(path))

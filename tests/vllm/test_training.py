@@ -18,6 +18,7 @@ import isheep
 from isheep.agents.base import ServedModel
 from isheep.agents.trainer import Checkpoint, Trainer, TrainRequest, TrlBackend
 from isheep.runtime.config import ServerConfig, TrainerConfig, load_config
+from isheep.runtime.endpoints import HttpEndpoint
 from isheep.runtime.server import ManagedServer
 from isheep.runtime.swap import LoraSwap, ReloadSwap, ServerApi, SwapError
 
@@ -117,6 +118,35 @@ def test_reload_swaps_weights_in_place_and_back(swap_server, trained, embedded_m
     back = Checkpoint(version="v0", parent="v0", round=0, path=embedded_model)
     loop.run_until_complete(swap.swap(back, served))
     assert loop.run_until_complete(api.fingerprint("smol")) == original  # the old weights, exactly
+
+
+@pytest.mark.parametrize("in_flight", ["finish", "continue"])
+def test_requests_in_flight_during_a_reload_all_complete(swap_server, trained, embedded_model, in_flight):
+    import asyncio
+
+    server, loop = swap_server
+    api = ServerApi(server.url, server.api_key)
+    swap = ReloadSwap(api, in_flight)
+    base = ServedModel(version="v0", name="smol", path=embedded_model)
+    endpoint = HttpEndpoint(server.url, server.api_key, timeout_s=120, connect_timeout_s=5, max_in_flight=8)
+    body = {"model": "smol", "max_tokens": 48, "temperature": 0.0,
+            "messages": [{"role": "user", "content": "Describe a harbour at dawn."}]}
+
+    async def scenario():
+        reference = (await endpoint.chat(body)).text
+        requests = [asyncio.create_task(endpoint.chat(body)) for _ in range(8)]
+        await asyncio.sleep(0.3)  # they are being generated when the swap starts
+        served = await swap.swap(trained, base)
+        answers = await asyncio.gather(*requests, return_exceptions=True)
+        await swap.swap(Checkpoint(version="v0", parent="v0", round=0, path=embedded_model), served)
+        await endpoint.aclose()
+        return reference, answers
+
+    reference, answers = loop.run_until_complete(scenario())
+    assert not [a for a in answers if isinstance(a, BaseException)]  # none failed
+    assert swap.evidence["weights_changed"] is True
+    if in_flight == "finish":  # they finished on the old weights: the old greedy answer, exactly
+        assert {a.text for a in answers} == {reference}
 
 
 def test_a_corrupt_checkpoint_is_rolled_back(swap_server, trained, embedded_model, tmp_path):
