@@ -372,9 +372,24 @@ class RunStore:
         return self._conn.execute(sql, args).fetchall()
 
     def changed_items(self, since: float, limit: int = 5000) -> list[sqlite3.Row]:
-        """Items updated at or after ``since`` (the monitor's incremental read), oldest change first."""
-        return self._conn.execute("SELECT * FROM items WHERE updated_at >= ? ORDER BY updated_at LIMIT ?",
+        """Items updated at or after ``since`` (the monitor's incremental read), oldest change first.
+
+        Only the columns that are counted: the texts are read for the few items shown
+        (:meth:`items_by_id`), not for every change.
+        """
+        return self._conn.execute("SELECT id, round, stage, state, reason, quality, following, updated_at "
+                                  "FROM items WHERE updated_at >= ? ORDER BY updated_at LIMIT ?",
                                   (since, limit)).fetchall()
+
+    def items_by_id(self, ids: list[str]) -> list[sqlite3.Row]:
+        """Whole rows of the given items, in the order given."""
+        rows = {}
+        for start in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._conn.execute(f"SELECT * FROM items WHERE id IN ({marks})", chunk):
+                rows[row["id"]] = row
+        return [rows[i] for i in ids if i in rows]
 
     def events_after(self, last_id: int, limit: int = 2000) -> list[sqlite3.Row]:
         return self._conn.execute("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (last_id, limit)).fetchall()

@@ -101,6 +101,8 @@ class RunReader:
         self._since = 0.0
         self._last_event = 0
         self._samples: deque[dict[str, Any]] = deque(maxlen=samples)
+        #: Items that finished since the last poll, newest last (only as many as can be shown).
+        self._shown: deque[str] = deque(maxlen=samples)
         self._events: deque[dict[str, Any]] = deque(maxlen=events)
         self._losses: list[tuple[int, int, float]] = []
         self._last_error = ""
@@ -141,7 +143,7 @@ class RunReader:
             view.following[row["following"]] += 1
         self._item_state[item_id] = (row["round"], row["state"], reason, row["quality"], row["following"])
         if row["state"] in FINAL and row["stage"] != "proposer":
-            self._samples.append({key: row[key] for key in row.keys()})
+            self._shown.append(item_id)
 
     def poll(self) -> Snapshot:
         store = self.store
@@ -155,6 +157,9 @@ class RunReader:
                 self._since = max(self._since, row["updated_at"])
             if len(rows) < 5000 or not fresh:
                 break
+        if self._shown:  # the newest finished items become samples, read in full
+            self._samples.extend({key: row[key] for key in row.keys()} for row in store.items_by_id(list(self._shown)))
+            self._shown.clear()
         for row in store.events_after(self._last_event):
             self._last_event = row["id"]
             event = {key: row[key] for key in row.keys()}
