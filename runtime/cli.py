@@ -239,7 +239,7 @@ async def _run_with_monitor(config, resume: bool, state: dict[str, Any]):
         try:
             result = await arun(config, resume=resume, display=app, progress=app.say,
                                 on_supervisor=lambda s: state.__setitem__("supervisor", s))
-        except UserError as err:
+        except Exception as err:  # noqa: BLE001 - shown in the monitor, then handled as without it
             app.run_ended("failed", f"isheep: error: {err}")
             raise
         app.run_ended("stopped" if result.stopped else "done",

@@ -13,8 +13,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from .curation import CurationPanel
@@ -80,9 +81,7 @@ class MonitorApp(App[None]):
 
     def on_mount(self) -> None:
         self.set_interval(self.refresh_s, self.refresh_data)
-        for message, level in self._pending_notes:
-            self.query_one(EventLog).note(message, level)
-        self._pending_notes.clear()
+        self._note_pending()
         if not self.live:
             self.notify("read-only monitor: keys that steer a run work with isheep run --tui", timeout=4)
         self.call_later(self.refresh_data)
@@ -98,11 +97,21 @@ class MonitorApp(App[None]):
 
     def say(self, message: str) -> None:
         """Start-up progress from the run (server start, model provisioning)."""
-        if self.is_mounted:
-            self.query_one(EventLog).note(message)
-            self.query_one(RunHeader).refresh()
-        else:
-            self._pending_notes.append((message, "info"))
+        self._note(message, "info")
+
+    def _note(self, message: str, level: str) -> None:
+        # The run starts with the app and talks before the screen exists: keep what it says until then.
+        self._pending_notes.append((message, level))
+        self._note_pending()
+
+    def _note_pending(self) -> None:
+        while self._pending_notes:
+            message, level = self._pending_notes[0]
+            try:
+                self.query_one(EventLog).note(message, level)
+            except (NoMatches, ScreenStackError):
+                return
+            self._pending_notes.pop(0)
 
     def run_ended(self, state: str, message: str = "") -> None:
         self.run_state = state
@@ -113,14 +122,15 @@ class MonitorApp(App[None]):
         self.call_later(self.refresh_data)
 
     def _note_error(self, message: str) -> None:
-        if self.is_mounted:
-            self.query_one(EventLog).note(message, "error")
-            self.notify(message, severity="error", timeout=10)
-        else:
-            self._pending_notes.append((message, "error"))
+        self._note(message, "error")
+        if self.is_running:
+            self.notify(message, severity="error", timeout=30)
 
     # -- refresh -----------------------------------------------------------------------------
     async def refresh_data(self) -> None:
+        self._note_pending()
+        if self.reader is None and self.run_state == "failed":  # it failed before its store existed
+            self.query_one(RunHeader).early_state = "failed"
         if self.reader is None or self._reading:
             return
         self._reading = True

@@ -38,10 +38,13 @@ class RunHeader(Widget):
     mode: reactive[str] = reactive("live")
     """``live`` (steering the run in this process) or ``read-only`` (attached to a run folder)."""
 
+    early_state: reactive[str] = reactive("starting")
+    """The state shown before the run store exists (``starting``, or ``failed`` if it never will)."""
+
     def render(self) -> Text:
         snap = self.snapshot
         if snap is None:
-            return Text(" isheep · starting", style="bold")
+            return Text(f" isheep · {self.early_state}", style="bold red" if self.early_state == "failed" else "bold")
         state = snap.state.upper()
         finished = snap.state in ("done", "stopped", "failed")
         end = time.time() if snap.live and not finished else snap.updated

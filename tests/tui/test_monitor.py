@@ -84,3 +84,32 @@ async def test_monitor_is_read_only_and_shows_a_finished_runs_history(tmp_path):
         assert len(app.snapshot.losses) == 16
         await pilot.press("q")
     assert (folder / "isheep.db").read_bytes() == before  # attaching never writes
+
+
+async def test_what_the_run_says_before_the_screen_exists_is_shown_and_a_failure_too():
+    # `run --tui` starts the run beside the app: the managed server reports progress at once,
+    # before Textual has a screen, and a failure may come before the run store exists.
+    from isheep.tui.log import EventLog
+
+    app = MonitorApp(live=True)
+    app.say("starting vLLM (cpu) on http://127.0.0.1:1/v1")  # not mounted yet
+    spoke = asyncio.Event()
+
+    async def early_run():
+        while not app.is_mounted:
+            await asyncio.sleep(0)
+        app.say("waiting for vLLM (0s)")  # mounted, but maybe no screen yet: must not raise
+        spoke.set()
+
+    task = asyncio.create_task(early_run())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await asyncio.wait_for(spoke.wait(), 10)
+        app.run_ended("failed", "isheep: error: vLLM exited during start-up")
+        await pilot.pause(0.5)
+        await app.refresh_data()
+        await pilot.pause()
+        lines = [event["message"] for event in app.query_one(EventLog)._events]
+        assert any("starting vLLM" in line for line in lines) and any("waiting for vLLM" in line for line in lines)
+        assert any("exited during start-up" in line for line in lines)
+        assert "failed" in str(app.query_one(RunHeader).render())
+    await task
