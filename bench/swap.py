@@ -66,7 +66,7 @@ async def measure(name: str, swap, checkpoint: Checkpoint, current: ServedModel,
     during = {"ok": counts["ok"] - before["ok"], "failed": counts["failed"] - before["failed"]}
     print(f"{name:15s} swap {seconds:7.2f} s | requests failed during the swap window: {during['failed']:4d} "
           f"| completed: {during['ok']:4d} | weights changed: {swap.evidence.get('weights_changed')}"
-          f" | phases (s): {swap.evidence.get('seconds', '-')}", flush=True)
+          f" | phases (s): {swap.evidence.get('phases_s', '-')}", flush=True)
     return seconds, during, served
 
 

@@ -108,8 +108,8 @@ class ModelUpdater:
         try:
             served = await self.swapper.swap(checkpoint, current)
         except SwapError as exc:
-            await self._record(checkpoint, current.name, {"swap": {"strategy": self.swapper.name, "error": str(exc),
-                                                                   **self.swapper.evidence}})
+            await self._record(checkpoint, current.name, {"swap": {**self.swapper.evidence, "strategy": self.swapper.name,
+                                                                   "error": str(exc)}})
             await self.store.write(op_for(ModelEvent(id=checkpoint.version, round=k, model_version=checkpoint.version,
                                                      kind="rolled_back", parent=current.version, detail=str(exc))))
             self.stats.last_error = f"swap to {checkpoint.version} failed: {exc}"
@@ -118,8 +118,8 @@ class ModelUpdater:
                 raise UserError(f"swap to {checkpoint.version} failed: {exc}") from None
             return "failed"
         seconds = time.monotonic() - started
-        await self._record(checkpoint, served.name, {"swap": {"strategy": self.swapper.name, "seconds": round(seconds, 3),
-                                                              "served_name": served.name, **self.swapper.evidence}})
+        await self._record(checkpoint, served.name, {"swap": {**self.swapper.evidence, "strategy": self.swapper.name,
+                                                              "seconds": round(seconds, 3), "served_name": served.name}})
         if baseline is not None:
             result = await self._evaluate(served, checkpoint)
             margin = self.config.evaluation.margin

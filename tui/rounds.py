@@ -63,7 +63,10 @@ class RoundsPanel(Widget):
             swap = detail.get("swap") or {}
             outcome = {"failed": "ROLLED BACK", "serving": "serving", "retired": "served, retired",
                        "trained": "trained", "rejected": "REJECTED"}.get(model["state"], model["state"])
-            seconds = f"{swap['seconds']:.1f}s" if "seconds" in swap else ("-" if not swap else "failed")
+            # A lineage row is data from disk: anything odd in it shows as "?", never a crash.
+            took = swap.get("seconds")
+            seconds = (f"{took:.1f}s" if isinstance(took, (int, float)) else "?") if "seconds" in swap \
+                else ("-" if not swap else "failed")
             evaluation = detail.get("evaluation")
             score = f"{evaluation['score']:.3f}" if evaluation else "-"
             swaps.add_row(model["version"], model.get("parent") or "-", outcome, seconds, score)

@@ -101,7 +101,7 @@ class FolderSwap(SwapStrategy):
             self._fingerprints[checkpoint.version] = after
             self.evidence = {"probe_logprobs_before": before, "probe_logprobs_after": after,
                              "weights_changed": before != after, "weight_version": checkpoint.version,
-                             "seconds": clock.seconds}
+                             "phases_s": clock.seconds}
         except Exception as exc:  # noqa: BLE001 - whatever broke, the old model goes back
             if current.path is None:
                 raise SwapError(f"{self.name} of {checkpoint.version} failed ({exc}) and the folder of "
