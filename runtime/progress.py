@@ -91,7 +91,8 @@ class RichProgress:
         if stats.state == "training" and stats.training:
             t = stats.training
             return (f"round {ledger.round}/{stats.rounds_total} training: step {t.get('step') or 0}/"
-                    f"{t.get('max_steps') or '?'}, loss {t.get('loss')}")
+                    f"{t.get('max_steps') or '?'}"
+                    + (f", loss {t['loss']:.3f}" if isinstance(t.get('loss'), (int, float)) else ""))
         return (f"round {ledger.round}/{stats.rounds_total} {stats.state}: proposed {ledger.proposed}/{ledger.cap}, "
                 f"kept {ledger.kept}/{ledger.quota}, rejected {sum(ledger.rejected.values())}, "
                 f"failed {sum(ledger.failed.values())}, {gen:.0f} tok/s, {items:.1f} items/s, "
