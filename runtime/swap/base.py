@@ -87,10 +87,8 @@ class FolderSwap(SwapStrategy):
 
     async def swap(self, checkpoint: Checkpoint, current: ServedModel) -> ServedModel:
         clock = Phases()
-        if current.version in self._fingerprints:
-            before = self._fingerprints[current.version]
-        else:
-            before = await self.api.fingerprint(current.name)
+        await self.prepare(current)  # a no-op when it ran while the checkpoint trained
+        before = self._fingerprints[current.version]
         clock.lap("probe_before")
         try:
             await self._load(str(checkpoint.path), checkpoint.version, clock)
