@@ -1,11 +1,17 @@
-"""The five roles of the loop, one module each, and the small base they share."""
+"""The five roles of the loop, one module each.
 
-from .base import Models, Role, ServedModel
+Their shared interface (:class:`Role`, and :class:`CriticRole` / :class:`TrainerRole` for the
+two roles the model updater also calls) lives in ``isheep.runtime.core.roles``; a replacement
+role subclasses that, never a built-in role (see ``examples/custom_role.py``).
+"""
+
+from isheep.runtime.core.roles import CriticRole, Role, RoundContext, TrainerRole
+
 from .critic import Critic
 from .curator import Curator
 from .proposer import Proposer
 from .responder import Responder
-from .trainer import Checkpoint, TrainBackend, Trainer, TrainRequest
+from .trainer import Trainer
 
-__all__ = ["Checkpoint", "Critic", "Curator", "Models", "Proposer", "Responder", "Role", "ServedModel",
-           "TrainBackend", "TrainRequest", "Trainer"]
+__all__ = ["Critic", "CriticRole", "Curator", "Proposer", "Responder", "Role", "RoundContext", "Trainer",
+           "TrainerRole"]

@@ -15,14 +15,12 @@ import json
 import re
 from typing import ClassVar, Literal
 
-from isheep.runtime.config import CriticConfig
-from isheep.runtime.endpoints import EndpointError, EndpointPool
-from isheep.runtime.errors import GarbageOutput
-from isheep.runtime.messages import Assessment, Response, Score, Verdict
-
-from .base import Models, Role, ServedModel
-
-Aspect = Literal["quality", "following"]
+from isheep.runtime.core.config import CriticConfig
+from isheep.runtime.core.endpoint import Client, EndpointError
+from isheep.runtime.core.errors import GarbageOutput
+from isheep.runtime.core.messages import Assessment, Response, Score, Verdict
+from isheep.runtime.core.roles import Aspect, CriticRole, RoundContext
+from isheep.runtime.core.types import Models, ServedModel
 
 SCHEMA = {
     "type": "object",
@@ -83,10 +81,19 @@ def parse_score(raw: str) -> Score:
     return Score(value=None, raw=raw)
 
 
-class Critic(Role[Response, "Assessment | Verdict"]):
+class Critic(CriticRole):
+    """Scores each pair twice (quality, instruction following) with the configured model.
+
+    Args:
+        config: The ``[critic]`` section.
+        pool: Where requests go (a base-model critic may have a server of its own).
+        models: The served models; ``config.model`` says which one judges.
+        templates: The two judge prompts, by aspect.
+    """
+
     name: ClassVar[str] = "critic"
 
-    def __init__(self, config: CriticConfig, pool: EndpointPool, models: Models, templates: dict[Aspect, str]) -> None:
+    def __init__(self, config: CriticConfig, pool: Client, models: Models, templates: dict[Aspect, str]) -> None:
         self.config = config
         self.pool = pool
         self.models = models
@@ -95,6 +102,10 @@ class Critic(Role[Response, "Assessment | Verdict"]):
         self.mode: Literal["json", "text"] = "text" if config.structured == "text" else "json"
         self.fell_back = False
         self._unparseable_streak = 0
+        self._context: RoundContext | None = None
+
+    async def on_round_start(self, context: RoundContext) -> None:
+        self._context = context
 
     @property
     def model(self) -> ServedModel:
@@ -125,11 +136,17 @@ class Critic(Role[Response, "Assessment | Verdict"]):
                 completion = await self.pool.chat(body)
             except EndpointError as err:
                 if mode == "json" and err.status == 400 and self.config.structured == "auto":
-                    self.mode = "text"  # the endpoint does not do structured output
-                    self.fell_back = True
+                    self._fall_back()
                     continue
                 raise
             return parse_score(completion.text)
+
+    def _fall_back(self) -> None:
+        """The endpoint refused ``response_format``: parse text replies from now on (said once)."""
+        self.mode = "text"
+        if not self.fell_back and self._context is not None:
+            self._context.note("critic", "endpoint refused response_format; the critic parsed text replies", "info")
+        self.fell_back = True
 
     async def handle(self, message: Response) -> Assessment | Verdict:
         model = self.model

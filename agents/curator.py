@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from isheep.runtime.config import CuratorConfig
-from isheep.runtime.messages import Assessment, Verdict
-
-from .base import Role
+from isheep.runtime.core.config import CuratorConfig
+from isheep.runtime.core.messages import Assessment, Verdict
+from isheep.runtime.core.roles import Role
 
 
 def decide(assessment: Assessment, config: CuratorConfig) -> tuple[bool, str | None]:
@@ -28,6 +27,8 @@ def decide(assessment: Assessment, config: CuratorConfig) -> tuple[bool, str | N
 
 
 class Curator(Role[Assessment, Verdict]):
+    """Keeps a pair when both scores are above their thresholds; rejects it with the failing score."""
+
     name: ClassVar[str] = "curator"
 
     def __init__(self, config: CuratorConfig) -> None:

@@ -13,15 +13,13 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
-from isheep.runtime.config import ProposerConfig
-from isheep.runtime.dedup import RougeIndex
-from isheep.runtime.endpoints import EndpointPool
-from isheep.runtime.ledger import RoundLedger
-from isheep.runtime.messages import Instruction, ProposalRequest, SeedTask, Verdict
-
-from .base import Models, Role
+from isheep.runtime.core.config import ProposerConfig
+from isheep.runtime.core.endpoint import Client
+from isheep.runtime.core.messages import Instruction, ProposalRequest, SeedTask, Verdict
+from isheep.runtime.core.roles import Role, RoundContext
+from isheep.runtime.core.types import DuplicateIndex, Models
 
 NO_INPUT = "<noinput>"
 
@@ -128,12 +126,23 @@ def blacklist_pattern(words: list[str]) -> re.Pattern[str] | None:
 
 
 class Proposer(Role[ProposalRequest, list]):
-    """Turns a :class:`ProposalRequest` into screened instructions and rejections."""
+    """Turns a :class:`ProposalRequest` into screened instructions and rejections.
+
+    Args:
+        config: The ``[proposer]`` section.
+        pool: Where requests go.
+        models: The served models (the policy writes the tasks).
+        seeds: The seed tasks the examples are drawn from.
+        index: The dedup pool (seeds and every earlier screened instruction of the run).
+        template: The meta-prompt, with ``{count}``, ``{examples}`` and ``{next}``.
+        seed: Seeds the example draws, so a call's examples are reproducible.
+        history: Earlier screened instructions of this run, for Self-Instruct-style mixing.
+    """
 
     name: ClassVar[str] = "proposer"
 
-    def __init__(self, config: ProposerConfig, pool: EndpointPool, models: Models, seeds: list[SeedTask],
-                 index: RougeIndex, template: str, *, seed: int = 0) -> None:
+    def __init__(self, config: ProposerConfig, pool: Client, models: Models, seeds: list[SeedTask],
+                 index: DuplicateIndex, template: str, *, seed: int = 0, history: Sequence[SeedTask] = ()) -> None:
         self.config = config
         self.pool = pool
         self.models = models
@@ -141,10 +150,16 @@ class Proposer(Role[ProposalRequest, list]):
         self.index = index
         self.template = template
         self.seed = seed
-        self.ledger: RoundLedger | None = None  # set by the supervisor for each round
+        self.context: RoundContext | None = None
         #: Instructions of this run, for Self-Instruct-style mixing (kept only when used).
-        self.machine: list[SeedTask] = []
+        self.machine: list[SeedTask] = list(history) if config.num_machine_examples else []
         self._blacklist = blacklist_pattern(config.blacklist)
+
+    async def on_round_start(self, context: RoundContext) -> None:
+        self.context = context
+
+    async def on_round_end(self) -> None:
+        self.context = None  # a stray call after the round must not take ids from it
 
     def examples(self, request: ProposalRequest) -> list[SeedTask]:
         """The in-context examples of one call, reproducible from (seed, round, call)."""
@@ -177,12 +192,13 @@ class Proposer(Role[ProposalRequest, list]):
         return self.admit(drafts, request.round, model.version)
 
     def admit(self, drafts: list[Draft], round: int, version: str) -> list[Instruction | Verdict]:
-        """Screen drafts and take them into the round (synchronous, so dedup decisions are atomic)."""
-        assert self.ledger is not None and self.ledger.round == round
-        granted = self.ledger.take(len(drafts))
+        """Screen drafts and take them into the round (synchronous, so dedup decisions are atomic).
+
+        Drafts beyond what the round still admits (its proposal cap) are dropped unrecorded.
+        """
+        assert self.context is not None and self.context.round == round, "no round context"
         out: list[Instruction | Verdict] = []
-        for draft in drafts[:granted]:
-            item_id = self.ledger.new_id()
+        for draft, item_id in zip(drafts, self.context.allocate(len(drafts))):
             reason = screen(draft, self.config, self._blacklist)
             if reason is None:
                 duplicate, score, _ = self.index.check_and_add(draft.instruction)

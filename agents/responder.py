@@ -11,18 +11,14 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from isheep.runtime.config import ResponderConfig
-from isheep.runtime.endpoints import EndpointError, EndpointPool
-from isheep.runtime.messages import Instruction, Response, Verdict
-
-from .base import Models, Role
+from isheep.runtime.core.config import ResponderConfig
+from isheep.runtime.core.endpoint import Client, EndpointError
+from isheep.runtime.core.messages import Instruction, Response, Verdict, user_turn
+from isheep.runtime.core.roles import Role
+from isheep.runtime.core.types import Models
 
 _ROLE_LEAK = re.compile(r"(^|\n)\s*(assistant|user|system|human)\s*:|<\|im_(start|end)\|>", re.IGNORECASE)
 _NOINPUT = re.compile(r"no\s?input", re.IGNORECASE)
-
-
-def user_turn(instruction: str, value: str) -> str:
-    return f"{instruction}\n\n{value}" if value else instruction
 
 
 def response_reason(text: str, finish_reason: str | None, drop_truncated: bool) -> str | None:
@@ -41,9 +37,11 @@ def response_reason(text: str, finish_reason: str | None, drop_truncated: bool) 
 
 
 class Responder(Role[Instruction, "Response | Verdict"]):
+    """Answers an instruction with the current model and applies the response filters."""
+
     name: ClassVar[str] = "responder"
 
-    def __init__(self, config: ResponderConfig, pool: EndpointPool, models: Models) -> None:
+    def __init__(self, config: ResponderConfig, pool: Client, models: Models) -> None:
         self.config = config
         self.pool = pool
         self.models = models

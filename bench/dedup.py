@@ -21,7 +21,7 @@ import time
 
 from rouge_score import rouge_scorer
 
-from isheep.runtime.dedup import RougeIndex
+from isheep.runtime.data.dedup import RougeIndex
 
 VERBS = ("write explain describe summarize list give compare suggest create translate classify rewrite outline "
          "identify name find calculate convert generate design propose evaluate recommend edit correct define "

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from support.procs import ServerProcess  # noqa: E402
 
 import isheep  # noqa: E402
-from isheep.runtime.config import load_config  # noqa: E402
+from isheep.runtime.core.config import load_config  # noqa: E402
 
 
 async def main_async(items: int) -> None:
@@ -44,9 +44,9 @@ async def main_async(items: int) -> None:
                 step = items // 10
                 while True:
                     supervisor = holder.get("s")
-                    ledger = supervisor.stats.ledger if supervisor else None
-                    if ledger is not None and ledger.finished >= step * len(points):
-                        points.append((time.perf_counter(), ledger.finished, process.memory_info().rss / 2**20,
+                    account = supervisor.stats.account if supervisor else None
+                    if account is not None and account.finished >= step * len(points):
+                        points.append((time.perf_counter(), account.finished, process.memory_info().rss / 2**20,
                                        len(asyncio.all_tasks())))
                     await asyncio.sleep(0.02)
 

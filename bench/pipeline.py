@@ -29,8 +29,8 @@ from support.procs import ServerProcess  # noqa: E402
 
 import isheep  # noqa: E402
 from isheep.prompts import load_template  # noqa: E402
-from isheep.runtime.config import load_config  # noqa: E402
-from isheep.runtime.endpoints import HttpEndpoint  # noqa: E402
+from isheep.runtime.core.config import load_config  # noqa: E402
+from isheep.runtime.serving.endpoints import HttpEndpoint  # noqa: E402
 
 BEHAVIOUR = {"tasks_per_call": 20, "bad_rate": 0.05, "dup_rate": 0.02, "keep_rate": 0.4, "empty_rate": 0.0}
 WORKERS = 64
@@ -80,11 +80,11 @@ async def runtime(url: str, items: int, folder: Path, monitor: bool = False) -> 
     async def sample() -> None:
         while True:
             supervisor = holder.get("s")
-            ledger = supervisor.stats.ledger if supervisor else None
-            if ledger is not None and "start" not in marks and ledger.finished >= items // 10:
+            account = supervisor.stats.account if supervisor else None
+            if account is not None and "start" not in marks and account.finished >= items // 10:
                 marks["start"] = process.memory_info().rss / 2**20
                 marks["t0"] = time.perf_counter()
-                marks["n0"] = ledger.finished
+                marks["n0"] = account.finished
             await asyncio.sleep(0.05)
 
     sampler = asyncio.create_task(sample())

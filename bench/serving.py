@@ -30,10 +30,10 @@ from typing import Any
 import aiohttp
 
 import isheep
-from isheep.runtime.config import ServerConfig, load_config
-from isheep.runtime.endpoints import HttpEndpoint
-from isheep.runtime.models import resolve_model
-from isheep.runtime.server import ManagedServer
+from isheep.runtime.core.config import ServerConfig, load_config
+from isheep.runtime.serving.endpoints import HttpEndpoint
+from isheep.runtime.serving.models import resolve_model
+from isheep.runtime.serving.server import ManagedServer
 
 ROOT = Path(__file__).resolve().parents[1]
 _COUNTER = re.compile(r"^vllm:generation_tokens_total(?:\{[^}]*\})?\s+([0-9.eE+]+)", re.MULTILINE)
@@ -80,7 +80,7 @@ async def window(root: str, seconds: float, warm_up: float, in_flight: Callable[
 
 
 async def runtime_phase(server: ManagedServer, seconds: float, in_flight: int, folder: Path) -> dict[str, float]:
-    import isheep.runtime.endpoints.pool as pool_module
+    import isheep.runtime.serving.endpoints.pool as pool_module
 
     config = load_config(str(ROOT / "examples" / "configs" / "embedded.toml"), {
         "endpoints": [{"base_url": server.url, "max_in_flight": in_flight}], "out": str(folder), "rounds": 1,

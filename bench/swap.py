@@ -23,13 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from isheep.agents.base import ServedModel
-from isheep.agents.trainer import Checkpoint, TrainRequest, TrlBackend
-from isheep.runtime.config import ServerConfig, TrainerConfig
-from isheep.runtime.endpoints import EndpointError, HttpEndpoint
-from isheep.runtime.models import resolve_model
-from isheep.runtime.server import ManagedServer
-from isheep.runtime.swap import LoraSwap, ReloadSwap, RestartSwap, ServerApi
+from isheep.runtime.core.config import ServerConfig, TrainerConfig
+from isheep.runtime.core.types import Checkpoint, ServedModel, TrainRequest
+from isheep.runtime.serving.endpoints import EndpointError, HttpEndpoint
+from isheep.runtime.serving.models import resolve_model
+from isheep.runtime.serving.server import ManagedServer
+from isheep.runtime.serving.swap import LoraSwap, ReloadSwap, RestartSwap, ServerApi
+from isheep.runtime.training import TrlBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 

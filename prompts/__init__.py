@@ -10,7 +10,7 @@ import string
 from importlib import resources
 from pathlib import Path
 
-from isheep.runtime.errors import UserError
+from isheep.runtime.core.errors import UserError
 
 #: Placeholders each template must contain.
 PLACEHOLDERS = {

@@ -59,6 +59,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def embedded_model():
     """The embedded SmolLM2 folder (provisioned once, cached in ~/.cache/isheep)."""
-    from isheep.runtime.models import ensure_embedded
+    from isheep.runtime.serving.models import ensure_embedded
 
     return ensure_embedded()

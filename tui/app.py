@@ -18,6 +18,8 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
+from isheep.runtime.core.progress import describe_training
+
 from .curation import CurationPanel
 from .header import RunHeader
 from .log import EventLog
@@ -162,10 +164,7 @@ class MonitorApp(App[None]):
                        f"({current.acceptance:.0%} of {current.finished} finished)"
                        + (f"; not kept: {reasons}" if reasons else ""))
         if snapshot.state == "training" and snapshot.training:
-            t = snapshot.training
-            loss = t.get("loss")
-            summary += (f"\ntraining: step {t.get('step') or 0}/{t.get('max_steps') or '?'}"
-                        + (f", loss {loss:.3f}" if isinstance(loss, float) else ""))
+            summary += f"\ntraining: {describe_training(snapshot.training)}"
         if snapshot.last_error:
             summary += f"\nlast problem: {snapshot.last_error[:120]}"
         self.query_one("#overview-summary", Static).update(summary)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from .source import Snapshot
+from isheep.runtime.core.roles import ROLE_NAMES
 
-ROLES = ("proposer", "responder", "critic", "curator", "trainer")
+from .source import Snapshot
 
 
 class PipelineTable(DataTable):
@@ -21,11 +21,11 @@ class PipelineTable(DataTable):
     def on_mount(self) -> None:
         self.cursor_type = "none"
         self.add_columns("role", "busy/workers", "queue", "done", "failed", "latency")
-        for role in ROLES:
+        for role in ROLE_NAMES:
             self.add_row(role, "-", "-", "0", "0", "-", key=role)
 
     def update_from(self, snapshot: Snapshot) -> None:
-        for role in ROLES:
+        for role in ROLE_NAMES:
             stats = snapshot.roles.get(role, {})
             queue = snapshot.queues.get(role)
             cells = (f"{stats.get('busy', 0)}/{stats.get('workers', 0)}", "-" if queue is None else str(queue),

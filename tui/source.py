@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from isheep.runtime.ledger import reason_kind
+from isheep.runtime.core.messages import FINAL_STATES, acceptance, reason_kind
 from isheep.runtime.store import RunStore
-
-FINAL = ("kept", "rejected", "failed")
 
 
 @dataclass
@@ -43,11 +41,11 @@ class RoundView:
 
     @property
     def finished(self) -> int:
-        return sum(self.counts[s] for s in FINAL)
+        return sum(self.counts[s] for s in FINAL_STATES)
 
     @property
     def acceptance(self) -> float:
-        return self.counts["kept"] / self.finished if self.finished else 0.0
+        return acceptance(self.counts["kept"], self.finished)
 
 
 @dataclass
@@ -142,7 +140,7 @@ class RunReader:
         if row["following"] is not None:
             view.following[row["following"]] += 1
         self._item_state[item_id] = (row["round"], row["state"], reason, row["quality"], row["following"])
-        if row["state"] in FINAL and row["stage"] != "proposer":
+        if row["state"] in FINAL_STATES and row["stage"] != "proposer":
             self._shown.append(item_id)
 
     def poll(self) -> Snapshot:

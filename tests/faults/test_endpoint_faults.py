@@ -7,7 +7,7 @@ import json
 import sqlite3
 
 import isheep
-from isheep.runtime.config import load_config
+from isheep.runtime.core.config import load_config
 
 ALL_FAULTS = ["500", "503", "429", "reset", "timeout", "slow", "truncated", "nonjson", "wrong_model"]
 

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 import isheep
-from isheep.runtime.config import load_config
+from isheep.runtime.core.config import load_config
 
 pytestmark = pytest.mark.slow
 ITEMS = 50_000
@@ -33,8 +33,8 @@ async def test_fifty_thousand_items_memory_flat_and_no_task_leaks(server_factory
     async def watch() -> None:
         while True:
             supervisor = holder.get("s")
-            if supervisor is not None and supervisor.stats.ledger is not None:
-                finished = supervisor.stats.ledger.finished
+            if supervisor is not None and supervisor.stats.account is not None:
+                finished = supervisor.stats.account.finished
                 in_flight = sum(s.in_flight for s in supervisor.pool.stats)
                 marks["peak_in_flight"] = max(marks.get("peak_in_flight", 0), in_flight)
                 if "start" not in marks and finished >= ITEMS // 10:

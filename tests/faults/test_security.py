@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import isheep
-from isheep.runtime.config import ServerConfig, load_config
-from isheep.runtime.errors import UserError
-from isheep.runtime.server import ManagedServer
+from isheep.runtime.core.config import ServerConfig, load_config
+from isheep.runtime.core.errors import UserError
+from isheep.runtime.serving.server import ManagedServer
 from isheep.tui import MonitorApp
 
 KEY = "sk-planted-7f3a9c2e5b1d4086"

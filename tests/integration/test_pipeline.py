@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 import isheep
-from isheep.runtime.config import load_config
+from isheep.runtime.core.config import load_config
 from isheep.runtime.store import RunStore
 
 
@@ -35,7 +35,7 @@ def check_accounting(folder: Path) -> dict:
             reasons = store.reasons(r.round)
             assert sum(n for (state, _), n in reasons.items() if state == "rejected") == counts.get("rejected", 0)
             assert sum(n for (state, _), n in reasons.items() if state == "failed") == counts.get("failed", 0)
-        rows = store.query("SELECT * FROM items")
+        rows = list(store.items())
         assert len({row["id"] for row in rows}) == len(rows)
         for row in rows:
             if row["state"] == "kept":
@@ -142,7 +142,7 @@ async def test_graceful_stop_then_resume_finishes_without_duplicates(server_fact
     holder = {}
 
     async def stop_soon():
-        while "s" not in holder or holder["s"].stats.ledger is None or holder["s"].stats.ledger.kept < 10:
+        while "s" not in holder or holder["s"].stats.account is None or holder["s"].stats.account.kept < 10:
             await asyncio.sleep(0.02)
         holder["s"].request_stop()
 
@@ -198,8 +198,8 @@ async def test_sdk_kind_maps_errors_like_the_http_kind(server, proxy_factory, tm
 
 
 async def test_rate_limit_spaces_requests(server, tmp_path, clean_env):
-    from isheep.runtime.config import ClientConfig
-    from isheep.runtime.endpoints import EndpointPool, HttpEndpoint
+    from isheep.runtime.core.config import ClientConfig
+    from isheep.runtime.serving.endpoints import EndpointPool, HttpEndpoint
 
     pool = EndpointPool([(HttpEndpoint(server.url, None, timeout_s=5, connect_timeout_s=5, max_in_flight=64), 64)],
                         ClientConfig(rate_limit=20))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from isheep.runtime.messages import Assessment, Instruction, ModelEvent, Response, RoundEvent, Score, Verdict
-from isheep.runtime.records import model_row_op, op_for
+from isheep.runtime.core.messages import Assessment, Instruction, ModelEvent, Response, RoundEvent, Score, Verdict
+from isheep.runtime.store.records import model_row_op, op_for
 from isheep.runtime.store import RunStore
 
 T0 = 1_800_000_000.0

@@ -2,8 +2,8 @@
 
 import pytest
 
-from isheep.runtime.config import RunConfig, load_config, parse_set_option
-from isheep.runtime.errors import ConfigError
+from isheep.runtime.core.config import RunConfig, load_config, parse_set_option
+from isheep.runtime.core.errors import ConfigError
 
 
 def test_defaults_follow_the_recipe():

@@ -4,8 +4,8 @@ import pytest
 
 from isheep.agents.curator import decide
 from isheep.agents.responder import response_reason
-from isheep.runtime.config import CuratorConfig
-from isheep.runtime.messages import Assessment, Instruction, Response, Score
+from isheep.runtime.core.config import CuratorConfig
+from isheep.runtime.core.messages import Assessment, Instruction, Response, Score
 
 
 def assessment(quality, following):

@@ -6,7 +6,7 @@ import pytest
 from rouge_score import rouge_scorer
 from rouge_score.rouge_scorer import _lcs_table
 
-from isheep.runtime.dedup import RougeIndex, lcs_length, min_overlap, rouge_l_f, rouge_tokens
+from isheep.runtime.data.dedup import RougeIndex, lcs_length, min_overlap, rouge_l_f, rouge_tokens
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 

@@ -3,8 +3,8 @@
 import pytest
 
 from isheep.agents.proposer import Draft, blacklist_pattern, parse_drafts, render_examples, screen
-from isheep.runtime.config import ProposerConfig
-from isheep.runtime.messages import SeedTask
+from isheep.runtime.core.config import ProposerConfig
+from isheep.runtime.core.messages import SeedTask
 
 CONFIG = ProposerConfig()
 BLACKLIST = blacklist_pattern(CONFIG.blacklist)

@@ -5,10 +5,10 @@ import json
 import pytest
 
 from isheep.agents.proposer import Draft, blacklist_pattern, screen
-from isheep.runtime.config import ProposerConfig
-from isheep.runtime.dedup import RougeIndex
-from isheep.runtime.errors import UserError
-from isheep.runtime.seeds import load_seeds
+from isheep.runtime.core.config import ProposerConfig
+from isheep.runtime.data.dedup import RougeIndex
+from isheep.runtime.core.errors import UserError
+from isheep.runtime.data.seeds import load_seeds
 
 
 def test_shipped_seeds_are_many_diverse_and_pass_the_recipes_filters():
@@ -60,6 +60,6 @@ def test_too_few_and_missing_and_huge(tmp_path, monkeypatch):
         load_seeds(path, minimum=5)
     with pytest.raises(UserError, match="seed file not found"):
         load_seeds(tmp_path / "none.jsonl")
-    monkeypatch.setattr("isheep.runtime.seeds.MAX_SEED_BYTES", 10)
+    monkeypatch.setattr("isheep.runtime.data.seeds.MAX_SEED_BYTES", 10)
     with pytest.raises(UserError, match="too large"):
         load_seeds(path)

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from isheep.runtime.errors import UserError
-from isheep.runtime.messages import Instruction, Response, Verdict
-from isheep.runtime.records import op_for
+from isheep.runtime.core.errors import UserError
+from isheep.runtime.core.messages import Instruction, Response, Verdict
+from isheep.runtime.store.records import op_for
 from isheep.runtime.store import RunStore, StoreIntegrityError
 
 
@@ -35,7 +35,7 @@ async def test_transitions_are_committed_in_order_and_guarded(tmp_path):
     await store.aclose()
     reopened = RunStore.open(tmp_path / "run", readonly=True)
     assert reopened.integrity() == []
-    assert reopened.query("SELECT COUNT(*) FROM events")[0][0] == 1
+    assert len(reopened.events_after(0)) == 1
     reopened.close_sync()
 
 

@@ -15,7 +15,7 @@ import pytest
 from support.procs import ROOT, clean_environ, group_alive, isheep_cmd, run_cli, wait_gone
 
 import isheep
-from isheep.runtime.config import load_config
+from isheep.runtime.core.config import load_config
 
 pytestmark = pytest.mark.vllm
 EMBEDDED = str(ROOT / "examples" / "configs" / "embedded.toml")
@@ -57,7 +57,7 @@ async def test_managed_server_survives_a_crash_and_leaves_nothing(embedded_model
     holder: dict = {}
 
     async def crash_once():
-        while "s" not in holder or holder["s"].stats.ledger is None or holder["s"].stats.ledger.finished < 3:
+        while "s" not in holder or holder["s"].stats.account is None or holder["s"].stats.account.finished < 3:
             await asyncio.sleep(0.5)
         server = _server_of(holder["s"])
         holder["pgid"] = server.pid

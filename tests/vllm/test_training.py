@@ -15,12 +15,13 @@ import pytest
 from support.procs import ROOT, clean_environ, isheep_cmd, run_cli
 
 import isheep
-from isheep.agents.base import ServedModel
-from isheep.agents.trainer import Checkpoint, Trainer, TrainRequest, TrlBackend
-from isheep.runtime.config import ServerConfig, TrainerConfig, load_config
-from isheep.runtime.endpoints import HttpEndpoint
-from isheep.runtime.server import ManagedServer
-from isheep.runtime.swap import LoraSwap, ReloadSwap, ServerApi, SwapError
+from isheep.agents import Trainer
+from isheep.runtime.core.config import ServerConfig, TrainerConfig, load_config
+from isheep.runtime.core.types import Checkpoint, ServedModel, TrainRequest
+from isheep.runtime.serving.endpoints import HttpEndpoint
+from isheep.runtime.serving.server import ManagedServer
+from isheep.runtime.serving.swap import LoraSwap, ReloadSwap, ServerApi, SwapError
+from isheep.runtime.training import TrlBackend
 
 pytestmark = pytest.mark.vllm
 EMBEDDED = str(ROOT / "examples" / "configs" / "embedded.toml")

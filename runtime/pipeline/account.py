@@ -1,0 +1,119 @@
+"""The running account of one round: what was proposed, what became of it, how much may still come.
+
+One :class:`RoundAccount` per round, owned by the round's pipeline (:mod:`.stages`): it alone
+allocates item ids (roles ask through their :class:`~isheep.runtime.core.roles.RoundContext`),
+records every verdict, and says when the round has enough. The displays only read it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from isheep.runtime.core.messages import Verdict, acceptance, reason_kind
+
+
+@dataclass
+class RoundAccount:
+    """Counts of one round and the pacing of its proposals.
+
+    ``proposed`` counts every instruction recorded (screened out or not), so at the end of a
+    round ``proposed == kept + sum(rejected) + sum(failed)``.
+    """
+
+    round: int
+    quota: int
+    cap: int
+    proposed: int = 0
+    kept: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    calls: int = 0
+    next_seq: int = 1
+    #: Screened instructions not yet finished, and screened ones finished (kept or not).
+    in_pipeline: int = 0
+    screened_finished: int = 0
+    #: Proposal requests under way, and what finished ones admitted (for the pacing estimate).
+    calls_in_flight: int = 0
+    calls_done: int = 0
+    admitted_total: int = 0
+    tasks_per_call: int = 20
+    #: In flight at least, whatever the estimate (a slow server batches better with more).
+    min_pending: int = 0
+
+    # -- ids and calls -----------------------------------------------------------------------
+    def allocate(self, wanted: int) -> list[str]:
+        """Ids for up to ``wanted`` new items under the proposal cap (the rest go unrecorded)."""
+        granted = max(0, min(wanted, self.cap - self.proposed))
+        self.proposed += granted
+        first = self.next_seq
+        self.next_seq += granted
+        return [f"r{self.round:02d}-{seq:06d}" for seq in range(first, first + granted)]
+
+    def next_call(self) -> int:
+        """The sequence number of a new proposal call (it seeds the call's example draw)."""
+        self.calls += 1
+        return self.calls
+
+    # -- the round's end ---------------------------------------------------------------------
+    @property
+    def quota_met(self) -> bool:
+        return self.kept >= self.quota
+
+    def wants_more(self) -> bool:
+        """Should proposing go on? Not once the quota is met (in-flight items still finish) or the cap reached."""
+        return not self.quota_met and self.proposed < self.cap
+
+    def enough_in_flight(self) -> bool:
+        """Would the pairs already in the pipeline likely meet the quota?
+
+        The keep rate is estimated from the round so far, pulled towards 1 by ten pseudo-items
+        (the first items to finish are mostly quick rejections, which would make a raw ratio
+        far too gloomy): the first proposals stop at ``quota`` items in flight. Proposers wait
+        while this holds, which bounds the overshoot of a round without starving the pipeline:
+        if the estimate was too hopeful, the in-flight items finish, this turns false, and
+        proposing resumes.
+        """
+        rate = (self.kept + 10) / (self.screened_finished + 10)
+        per_call = self.admitted_total / self.calls_done if self.calls_done else self.tasks_per_call
+        coming = self.in_pipeline + self.calls_in_flight * per_call
+        if coming < self.min_pending:
+            return False
+        return self.kept + coming * rate >= self.quota
+
+    def closing_reason(self) -> str:
+        """Why the round's generation ended, for the rounds table."""
+        if self.quota_met:
+            return f"quota met ({self.kept} kept)"
+        return f"proposal cap reached ({self.proposed} proposed, {self.kept} kept)"
+
+    # -- what happened to items --------------------------------------------------------------
+    def admitted(self, count: int) -> None:
+        """A proposal call finished and ``count`` of its drafts went on to the Responder."""
+        self.in_pipeline += count
+        self.admitted_total += count
+        self.calls_done += 1
+
+    def record(self, verdict: Verdict) -> None:
+        """An item reached its final state."""
+        if verdict.stage != "proposer":
+            self.in_pipeline -= 1
+            self.screened_finished += 1
+        if verdict.status == "kept":
+            self.kept += 1
+        elif verdict.status == "rejected":
+            self.rejected[reason_kind(verdict.reason)] += 1
+        else:
+            self.failed[reason_kind(verdict.reason)] += 1
+
+    def lost(self) -> None:
+        """A screened item left the pipeline without a verdict of this process (the store refused it)."""
+        self.in_pipeline -= 1
+
+    @property
+    def finished(self) -> int:
+        return self.kept + sum(self.rejected.values()) + sum(self.failed.values())
+
+    @property
+    def acceptance(self) -> float:
+        return acceptance(self.kept, self.finished)

@@ -1,0 +1,203 @@
+"""Between rounds: train on the round's kept pairs, swap the served model, record the lineage.
+
+Each step is a phase of the round in the store (``training``, ``swapping``), so a resumed run
+picks up where it stopped: training again from scratch, or swapping in the checkpoint that was
+already trained.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from isheep.runtime.core.config import RunConfig
+from isheep.runtime.core.errors import UserError
+from isheep.runtime.core.messages import ModelEvent, RoundEvent
+from isheep.runtime.core.roles import TrainerRole
+from isheep.runtime.core.types import Checkpoint, Models, ServedModel, TrainingFailed, TrainRequest
+from isheep.runtime.serving import SwapError
+from isheep.runtime.serving.swap import SwapStrategy
+from isheep.runtime.store import RunStore, checkpoint_from_row, model_row_op, op_for
+
+from .evaluation import EvalResult, Evaluator
+from .stats import RunStats
+
+
+class ModelUpdater:
+    """Turns a finished round into the next served model: train, swap, gate, record the lineage.
+
+    Args:
+        config: The run's config.
+        store: The run store (phases, lineage and events are written there).
+        models: The served models; ``policy`` changes when a swap succeeds.
+        stats: The live counters (state, training progress, last problem).
+        trainer: Trains on the round's kept pairs.
+        swapper: Makes the endpoint serve the new checkpoint.
+        evaluator: The evaluation gate, when enabled.
+    """
+
+    def __init__(self, config: RunConfig, store: RunStore, models: Models, stats: RunStats, trainer: TrainerRole,
+                 swapper: SwapStrategy, evaluator: Evaluator | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.models = models
+        self.stats = stats
+        self.trainer = trainer
+        self.swapper = swapper
+        self.evaluator = evaluator
+
+    def examples(self, k: int) -> list[dict[str, Any]]:
+        """This round's kept pairs (the recipe), or every round's so far (``trainer.data = cumulative``)."""
+        return self.store.kept_pairs(k, cumulative=self.config.trainer.data == "cumulative")
+
+    async def train(self, k: int) -> Checkpoint | None:
+        """Train on round ``k``'s pairs; the checkpoint is recorded as ``trained`` before any swap."""
+        current, base = self.models.policy, self.models.base
+        examples = self.examples(k)
+        skip = self.trainer.skip_reason(len(examples))
+        if skip is not None:
+            self.store.event("train", f"round {k}: training skipped, {skip}", round=k)
+            return None
+        previous = self.config.trainer.start_from == "previous" and current.version != base.version
+        # An adapter-served run continues the adapter; a full-weight run continues the weights.
+        adapters = self.config.swap_strategy() == "lora"
+        request = TrainRequest(round=k, version=f"v{k}", parent=current.version if previous else base.version,
+                               init_path=(current.path if previous and not adapters else base.path) or Path("."),
+                               init_adapter=current.path if previous and adapters else None,
+                               examples=examples, out_dir=self.store.folder / "checkpoints" / f"round-{k:02d}")
+        await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=self._generator(k),
+                                                 state="training", detail=f"{len(examples)} pairs")))
+        self.stats.state = "training"
+        self.stats.training = {"round": k, "examples": len(examples), "phase": "starting"}
+        try:
+            await self.swapper.prepare(current)
+        except Exception as exc:  # noqa: BLE001 - only a head start; the swap does it again if need be
+            self.store.event("swap", f"preparing the swap failed ({exc}); it will be done during the swap",
+                             level="warning", round=k)
+        try:
+            checkpoint = await self.trainer.train(request)
+        except TrainingFailed as exc:
+            self.store.event("train", str(exc), level="error", round=k)
+            self.stats.last_error = str(exc)
+            if self.config.trainer.on_failure == "stop":
+                raise UserError(str(exc)) from None
+            return None
+        if checkpoint is None:
+            return None
+        await self._record(checkpoint, current.name, {"adapter": str(checkpoint.adapter) if checkpoint.adapter else None,
+                                                      "kind": checkpoint.kind})
+        losses = [p["loss"] for p in checkpoint.detail.get("loss", []) if p.get("loss") is not None]
+        self.store.event("train", f"round {k}: trained {checkpoint.version} on {len(examples)} pairs"
+                                  + (f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""), round=k)
+        return checkpoint
+
+    def trained_checkpoint(self, k: int) -> Checkpoint | None:
+        """The checkpoint a resumed round had trained before it was stopped while swapping."""
+        row = self.store.trained_model(k)
+        return checkpoint_from_row(row) if row is not None else None
+
+    async def swap(self, k: int, checkpoint: Checkpoint) -> str:
+        """Serve ``checkpoint``, gate it, record it; returns ``serving``, ``failed`` or ``rejected``.
+
+        A failed swap was rolled back by its strategy; a rejected model (worse than the one it
+        replaces on the held-out prompts) is swapped back out. Either way the previous model
+        serves on, and the lineage says why.
+        """
+        current = self.models.policy
+        await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=self._generator(k),
+                                                 state="swapping", detail=f"to {checkpoint.version}")))
+        baseline = await self._baseline(current) if self.evaluator is not None else None
+        self.stats.state = "swapping"
+        started = time.monotonic()
+        try:
+            served = await self.swapper.swap(checkpoint, current)
+        except SwapError as exc:
+            await self._record(checkpoint, current.name, {"swap": {**self.swapper.evidence, "strategy": self.swapper.name,
+                                                                   "error": str(exc)}})
+            await self.store.write(op_for(ModelEvent(id=checkpoint.version, round=k, model_version=checkpoint.version,
+                                                     kind="rolled_back", parent=current.version, detail=str(exc))))
+            self.stats.last_error = f"swap to {checkpoint.version} failed: {exc}"
+            await self._still_serving(current, exc)
+            if self.config.swap.on_failure == "stop":
+                raise UserError(f"swap to {checkpoint.version} failed: {exc}") from None
+            return "failed"
+        seconds = time.monotonic() - started
+        await self._record(checkpoint, served.name, {"swap": {**self.swapper.evidence, "strategy": self.swapper.name,
+                                                              "seconds": round(seconds, 3), "served_name": served.name}})
+        if baseline is not None:
+            result = await self._evaluate(served, checkpoint)
+            margin = self.config.evaluation.margin
+            if result.score < baseline - margin:
+                try:
+                    await self.swapper.restore(current, served)
+                except SwapError as exc:
+                    raise UserError(f"{served.version} did worse than {current.version} on the evaluation "
+                                    f"({result.score:.3f} < {baseline:.3f}) and {current.version} could not be "
+                                    f"served again: {exc}") from None
+                why = (f"evaluation {result.score:.3f} < {current.version}'s {baseline:.3f} - margin {margin}; "
+                       f"{current.version} serves again")
+                await self.store.write(op_for(ModelEvent(id=served.version, round=k, model_version=served.version,
+                                                         kind="rejected", parent=current.version, detail=why)))
+                self.stats.last_error = f"{served.version} rejected: {why}"
+                return "rejected"
+        await self.store.write(op_for(ModelEvent(
+            id=served.version, round=k, model_version=served.version, kind="serving", parent=current.version,
+            detail=f"{self.swapper.name} swap in {seconds:.1f}s, requests name it {served.name!r}")))
+        self.models.policy = served
+        self.stats.model_version = served.version
+        return "serving"
+
+    async def _still_serving(self, current: ServedModel, exc: SwapError) -> None:
+        """After a failed swap the previous model must answer, or there is nothing to go on with."""
+        api = getattr(self.swapper, "api", None)
+        if api is None:
+            return
+        try:
+            await api.wait_for(current.name, min(60.0, self.config.swap.timeout_s))
+        except SwapError:
+            raise UserError(f"the swap failed ({exc}) and the endpoint no longer answers for "
+                            f"{current.name!r}; the data so far is safe in {self.store.folder}") from None
+
+    async def _baseline(self, current: ServedModel) -> float:
+        """The current model's evaluation score (measured once per version, then read back)."""
+        row = self.store.model(current.version)
+        known = json.loads(row["detail"] or "{}").get("evaluation") if row is not None else None
+        if known is not None:
+            return float(known["score"])
+        return (await self._evaluate(current, None)).score
+
+    async def _evaluate(self, model: ServedModel, checkpoint: Checkpoint | None) -> EvalResult:
+        assert self.evaluator is not None
+        previous, self.stats.state = self.stats.state, "evaluating"
+        result = await self.evaluator.evaluate(model)
+        self.stats.state = previous
+        summary = result.summary()
+        if checkpoint is not None:
+            await self._record(checkpoint, model.name, {"evaluation": summary})
+        else:  # a model of an earlier round (or the base): add to its lineage row
+            row = self.store.model(model.version)
+            if row is not None:
+                detail = {**json.loads(row["detail"] or "{}"), "evaluation": summary}
+                await self.store.write([model_row_op(row["version"], parent=row["parent"], round=row["round"],
+                                                     served_name=row["served_name"], path=row["path"],
+                                                     state=row["state"], detail=detail)])
+        quality = f"critic {result.critic_mean:.1f}/10" if result.critic_mean is not None else "no critic score"
+        checks = f"checks {result.checks_rate:.0%}" if result.checks_rate is not None else "no checks"
+        self.store.event("evaluation", f"{model.version} scored {result.score:.3f} ({quality}, {checks}, "
+                                       f"{result.failed_requests} unanswered)",
+                         data={"version": model.version, "score": result.score})
+        return result
+
+    def _generator(self, k: int) -> str:
+        """The version that generated round ``k`` (what the rounds table names it by)."""
+        return self.store.round_generator(k) or self.models.policy.version
+
+    async def _record(self, checkpoint: Checkpoint, served_name: str, extra: dict[str, Any]) -> None:
+        """Upsert the version's lineage row, merging ``extra`` into what is known of it."""
+        row = self.store.model(checkpoint.version)
+        detail = {**checkpoint.detail, **(json.loads(row["detail"]) if row is not None else {}), **extra}
+        await self.store.write([model_row_op(checkpoint.version, parent=checkpoint.parent, round=checkpoint.round,
+                                             served_name=served_name, path=str(checkpoint.path), state="trained",
+                                             detail=detail)])

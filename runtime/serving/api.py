@@ -1,0 +1,103 @@
+"""A small client of a server's own routes: its model list, probes, and vLLM's admin routes.
+
+The swap strategies drive a server through it (pause, reload, adapters, weight version) and
+verify what it serves with probes. Its failures are :class:`SwapError`, carrying the name the
+one HTTP error mapping (``endpoints.errors``) gave them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+from isheep.runtime.core.endpoint import EndpointError
+
+from .endpoints.errors import send
+
+
+class SwapError(Exception):
+    """A swap failed; the strategy has put the previous model back before raising."""
+
+
+class ServerApi:
+    """Small client of an OpenAI-compatible server's own routes (the /v1 API and vLLM's root).
+
+    Args:
+        base_url: The server's OpenAI base URL (``.../v1``); admin routes live at its root.
+        api_key: Sent as a bearer token, when given.
+    """
+
+    def __init__(self, base_url: str, api_key: str | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.root = self.base_url.rsplit("/v1", 1)[0]
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    async def request(self, method: str, url: str, *, json: Any = None, params: dict | None = None,
+                      timeout: float = 600) -> Any:
+        """One request to ``url``; its JSON reply (or text, for routes that answer text).
+
+        Raises:
+            SwapError: any failure, named as the HTTP error mapping names it.
+        """
+        path = url.replace(self.root, "")
+        async with aiohttp.ClientSession(headers=self.headers, timeout=aiohttp.ClientTimeout(total=timeout)) as s:
+            try:
+                raw = await send(s, method, url, body=json, params=params)
+            except EndpointError as err:
+                if err.status is not None:
+                    raise SwapError(f"{method} {path} answered HTTP {err.status}: {err.detail}") from None
+                raise SwapError(f"{method} {path} failed: {err}") from None
+        return _json_or_text(raw)
+
+    async def models(self) -> list[str]:
+        data = await self.request("GET", f"{self.base_url}/models", timeout=30)
+        return [m["id"] for m in data.get("data", [])]
+
+    async def probe(self, model: str, *, logprobs: bool = False) -> dict[str, Any]:
+        """One tiny greedy request: proves ``model`` answers (and, with logprobs, what it computes)."""
+        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "Say hello."}],
+                                "max_tokens": 4, "temperature": 0.0}
+        if logprobs:
+            body["logprobs"] = True
+        data = await self.request("POST", f"{self.base_url}/chat/completions", json=body, timeout=120)
+        if data.get("model") and not str(data["model"]).startswith(model):
+            raise SwapError(f"a probe for {model!r} was answered by {data['model']!r}")
+        return data
+
+    async def fingerprint(self, model: str) -> list[float] | None:
+        """Logprobs of a fixed greedy probe: equal for the same weights, different after training."""
+        try:
+            data = await self.probe(model, logprobs=True)
+            content = data["choices"][0]["logprobs"]["content"]
+            return [round(float(t["logprob"]), 6) for t in content]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+
+    async def wait_for(self, model: str, timeout_s: float) -> float:
+        """Probe until ``model`` answers; returns the seconds it took.
+
+        Raises:
+            SwapError: it did not answer within ``timeout_s``.
+        """
+        started = time.monotonic()
+        last = ""
+        while time.monotonic() - started < timeout_s:
+            try:
+                await self.probe(model)
+                return time.monotonic() - started
+            except SwapError as exc:
+                last = str(exc)[:200]
+            await asyncio.sleep(2.0)
+        raise SwapError(f"{model!r} did not answer within {timeout_s:.0f}s ({last or 'no answer'})")
+
+
+def _json_or_text(raw: bytes) -> Any:
+    text = raw.decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

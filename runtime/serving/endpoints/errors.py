@@ -1,0 +1,83 @@
+"""HTTP failures as :class:`EndpointError`: the one place a status or a transport error gets its name.
+
+Every HTTP request the runtime makes with aiohttp (the http endpoint kind, the server routes the
+swaps use, the managed server's health check, the metrics poller) goes through :func:`send`;
+the OpenAI SDK kind maps the SDK's exceptions with :func:`status_error` too, so a failure has
+the same name and the same retry decision whichever client met it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+
+from isheep.runtime.core.endpoint import EndpointError
+from isheep.runtime.core.errors import EndpointUnavailable
+
+#: Statuses worth sending again: timeouts, conflicts, rate limits and server errors.
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+_JSON = {"Content-Type": "application/json"}
+
+
+def status_error(status: int, detail: str, retry_after: float | None = None) -> EndpointError:
+    """The error for an HTTP status: 408/409/429 and 5xx are worth retrying, other 4xx are not."""
+    retryable = status in RETRYABLE_STATUSES or status >= 500
+    return EndpointError(f"http_{status}", detail[:300], retryable=retryable, status=status, retry_after=retry_after)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (an HTTP date, rare from model servers, gives None)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def key_refused(url: str, status: int | None) -> EndpointUnavailable | None:
+    """A refused API key stops the run at once: every request would be refused the same way."""
+    if status in (401, 403):
+        return EndpointUnavailable(f"{url} refused the API key (HTTP {status}); set OPENAI_API_KEY or the "
+                                   "endpoint's api_key_env")
+    return None
+
+
+async def send(session: aiohttp.ClientSession, method: str, url: str, *, body: Any = None,
+               params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> bytes:
+    """Send one request and return the body of a 2xx answer.
+
+    Raises:
+        EndpointError: ``http_<status>`` for any other status (with ``Retry-After``), ``timeout``,
+            ``truncated_body`` or ``connection`` for transport failures.
+    """
+    data = None
+    if body is not None:
+        data = json.dumps(body)
+        headers = {**_JSON, **headers} if headers else _JSON
+    try:
+        async with session.request(method, url, data=data, params=params, headers=headers) as resp:
+            raw = await resp.read()
+            if not 200 <= resp.status < 300:
+                raise status_error(resp.status, raw.decode("utf-8", "replace"),
+                                   parse_retry_after(resp.headers.get("Retry-After")))
+            return raw
+    except asyncio.TimeoutError:
+        raise EndpointError("timeout", url, retryable=True) from None
+    except aiohttp.ClientPayloadError as exc:
+        raise EndpointError("truncated_body", str(exc), retryable=True) from None
+    except aiohttp.ClientResponseError as exc:
+        raise status_error(exc.status, exc.message) from None
+    except (aiohttp.ClientConnectionError, OSError) as exc:
+        raise EndpointError("connection", f"{url}: {exc}", retryable=True) from None
+
+
+def parse_json(raw: bytes) -> Any:
+    """A reply body as JSON; a body that is not JSON is a retryable ``bad_json``."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise EndpointError("bad_json", raw[:200].decode("utf-8", "replace"), retryable=True) from None

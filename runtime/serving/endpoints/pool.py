@@ -1,0 +1,230 @@
+"""A pool of endpoints: least-in-flight choice, a cap on requests in flight per endpoint, an
+optional request rate (asyncio-throttle), and bounded retries that move to another endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from asyncio_throttle import Throttler
+
+from isheep.runtime.core.config import ClientConfig, EndpointConfig
+from isheep.runtime.core.endpoint import Client
+from isheep.runtime.core.errors import EndpointUnavailable
+
+from .base import Completion, Endpoint, EndpointError
+from .errors import key_refused
+from .http import HttpEndpoint
+
+
+def endpoint_kind(name: str) -> type[Endpoint]:
+    """The class of an endpoint kind (the openai SDK is imported only when asked for)."""
+    if name == "openai":
+        from .openai_sdk import OpenAIEndpoint
+
+        return OpenAIEndpoint
+    return HttpEndpoint
+
+
+@dataclass
+class EndpointStats:
+    """Counters of one endpoint, read by the progress display and the monitor."""
+
+    url: str
+    capacity: int
+    in_flight: int = 0
+    requests: int = 0
+    failures: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cooling_until: float = 0.0
+    last_error: str = ""
+
+
+@dataclass
+class _Member:
+    endpoint: Endpoint
+    stats: EndpointStats
+    slots: asyncio.Semaphore = field(repr=False)
+
+
+RetryHook = Callable[[EndpointError, str, int, float], None]
+
+
+class EndpointPool(Client):
+    """Send requests to the least busy healthy endpoint, retrying failures a bounded number of times.
+
+    Each request goes to the endpoint with the fewest requests in flight for its capacity
+    (cooling endpoints, those that just failed to connect or timed out, are skipped while
+    another is healthy); a retryable failure is sent again, to another endpoint when there is
+    one, after an exponential backoff with jitter (or the server's ``Retry-After``).
+
+    Args:
+        endpoints: (endpoint, requests in flight at most) pairs; at least one.
+        client: Retries, backoff and the request rate across the pool.
+        on_retry: Called before each retry with the error, the endpoint's URL, the attempt
+            number and the delay.
+
+    Raises:
+        ValueError: no endpoint given.
+    """
+
+    def __init__(self, endpoints: list[tuple[Endpoint, int]], client: ClientConfig,
+                 on_retry: RetryHook | None = None) -> None:
+        if not endpoints:
+            raise ValueError("an endpoint pool needs at least one endpoint")
+        self._members = [
+            _Member(ep, EndpointStats(ep.base_url, cap), asyncio.Semaphore(cap)) for ep, cap in endpoints
+        ]
+        self._client = client
+        self._throttler = Throttler(rate_limit=client.rate_limit, period=1.0) if client.rate_limit else None
+        self._on_retry = on_retry
+        self._turn = 0
+
+    @classmethod
+    def from_config(cls, endpoints: list[EndpointConfig], client: ClientConfig, environ: Mapping[str, str],
+                    on_retry: RetryHook | None = None) -> "EndpointPool":
+        built = []
+        for cfg in endpoints:
+            kind = endpoint_kind(cfg.kind)
+            built.append((kind(cfg.base_url, cfg.resolved_key(environ), timeout_s=client.timeout_s,
+                               connect_timeout_s=client.connect_timeout_s, max_in_flight=cfg.max_in_flight),
+                          cfg.max_in_flight))
+        return cls(built, client, on_retry)
+
+    @property
+    def stats(self) -> list[EndpointStats]:
+        return [m.stats for m in self._members]
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [m.endpoint for m in self._members]
+
+    @property
+    def urls(self) -> list[str]:
+        return [m.stats.url for m in self._members]
+
+    def set_retry_hook(self, hook: RetryHook | None) -> None:
+        self._on_retry = hook
+
+    # -- requests ----------------------------------------------------------------------------
+    async def chat(self, body: dict[str, Any]) -> Completion:
+        """Send a chat completion request; see :meth:`_call` for retries and errors."""
+        return await self._call("chat", body)
+
+    async def complete(self, body: dict[str, Any]) -> Completion:
+        """Send a text completion request; see :meth:`_call` for retries and errors."""
+        return await self._call("complete", body)
+
+    def _pick(self, avoid: _Member | None) -> _Member:
+        now = time.monotonic()
+        members = self._members
+        if len(members) == 1:
+            return members[0]
+        healthy = [m for m in members if m.stats.cooling_until <= now and m is not avoid] or \
+                  [m for m in members if m is not avoid] or members
+        self._turn += 1
+        # Least in flight relative to capacity; the rotating tie-break spreads an idle pool.
+        return min(healthy, key=lambda m: (m.stats.in_flight / m.stats.capacity,
+                                           (members.index(m) - self._turn) % len(members)))
+
+    async def _call(self, method: str, body: dict[str, Any]) -> Completion:
+        """One request with its retries.
+
+        Raises:
+            EndpointError: the request failed and is not retryable, or its retries are spent.
+            EndpointUnavailable: an endpoint refused the API key (HTTP 401/403): every request
+                would be refused alike, so the run stops at once.
+        """
+        attempt = 0
+        avoid: _Member | None = None
+        while True:
+            member = self._pick(avoid)
+            stats = member.stats
+            try:
+                async with member.slots:
+                    if self._throttler is not None:
+                        await self._throttler.acquire()
+                    stats.in_flight += 1
+                    stats.requests += 1
+                    try:
+                        result: Completion = await getattr(member.endpoint, method)(body)
+                    finally:
+                        stats.in_flight -= 1
+                stats.prompt_tokens += result.prompt_tokens
+                stats.completion_tokens += result.completion_tokens
+                self._check_model(body, result)
+                return result
+            except EndpointError as err:
+                stats.failures += 1
+                stats.last_error = str(err)[:200]
+                refused = key_refused(stats.url, err.status)
+                if refused is not None:
+                    raise refused from None
+                if err.reason in ("connection", "timeout"):
+                    stats.cooling_until = time.monotonic() + self._delay(attempt)
+                if not err.retryable or attempt >= self._client.max_retries:
+                    raise
+                attempt += 1
+                stats.retries += 1
+                delay = max(self._delay(attempt), err.retry_after or 0.0)
+                if self._on_retry is not None:
+                    self._on_retry(err, stats.url, attempt, delay)
+                avoid = member
+                await asyncio.sleep(delay)
+
+    def _delay(self, attempt: int) -> float:
+        base = min(self._client.backoff_max_s, self._client.backoff_s * (2 ** max(0, attempt - 1)))
+        return base * (0.5 + random.random() / 2)
+
+    @staticmethod
+    def _check_model(body: dict[str, Any], result: Completion) -> None:
+        # Hosted APIs answer with a dated name ("gpt-4o" -> "gpt-4o-2024-08-06"): a prefix match.
+        asked = str(body.get("model", ""))
+        if result.model and asked and not result.model.startswith(asked):
+            raise EndpointError("wrong_model", f"asked for {asked!r}, reply is from {result.model!r}",
+                                retryable=True)
+
+    # -- set-up ------------------------------------------------------------------------------
+    async def verify(self, model: str | None, also: tuple[str, ...] = ()) -> str:
+        """Reach every endpoint and check it serves ``model``; return the model name to use.
+
+        With no ``model`` given, a pool whose endpoints serve exactly one model uses that one.
+        ``also`` lists other names that are acceptable (a run resumed mid-swap: either model).
+        """
+        served: list[list[str]] = []
+        for member in self._members:
+            url = member.stats.url
+            try:
+                names = await member.endpoint.models()
+            except EndpointError as err:
+                refused = key_refused(url, err.status)
+                if refused is not None:
+                    raise refused from None
+                if err.status == 404 and model:
+                    names = [model]  # no model list on this server: trust the name given
+                elif err.reason in ("connection", "timeout"):
+                    raise EndpointUnavailable(f"cannot reach endpoint {url} ({err.reason}): is the server up?") from None
+                else:
+                    raise EndpointUnavailable(f"endpoint {url} answered GET /models with {err}") from None
+            served.append(names)
+        if model is None:
+            common = set(served[0]).intersection(*served[1:]) if served else set()
+            if len(common) == 1:
+                return common.pop()
+            listing = ", ".join(sorted(set().union(*served))) or "nothing"
+            raise EndpointUnavailable(f"pass --model: the endpoint serves {listing}")
+        for member, names in zip(self._members, served):
+            if model not in names and not set(also) & set(names):
+                listing = ", ".join(names) or "no model"
+                raise EndpointUnavailable(
+                    f"model {model!r} is not served by {member.stats.url} (it serves: {listing})")
+        return model
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(m.endpoint.aclose() for m in self._members), return_exceptions=True)

@@ -1,0 +1,63 @@
+"""The serving engine's own counters: vLLM's Prometheus ``/metrics`` (tokens, queue, KV cache).
+
+Throughput shown from these is what the server really did; other servers lack the route, and
+the runtime's own token counts (from ``usage`` in replies) stand in.
+"""
+
+from __future__ import annotations
+
+import re
+
+import aiohttp
+
+from isheep.runtime.core.endpoint import EndpointError
+
+from .endpoints.errors import send
+
+_WANTED = {
+    "vllm:generation_tokens_total": "generation_tokens",
+    "vllm:prompt_tokens_total": "prompt_tokens",
+    "vllm:num_requests_running": "running",
+    "vllm:num_requests_waiting": "waiting",
+    "vllm:kv_cache_usage_perc": "kv_cache",
+}
+_LINE = re.compile(r"^(vllm:[a-z_]+)(?:\{[^}]*\})?\s+([0-9.eE+-]+)$", re.MULTILINE)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Sum each wanted vLLM series over its labels (one engine or several)."""
+    out: dict[str, float] = {}
+    for name, value in _LINE.findall(text):
+        key = _WANTED.get(name)
+        if key is not None:
+            out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+class ServerMetrics:
+    """Polls the /metrics route of every endpoint that has one (and stops asking those that don't)."""
+
+    def __init__(self, base_urls: list[str], api_keys: list[str | None]) -> None:
+        self._targets = [(url.rsplit("/v1", 1)[0] + "/metrics", key) for url, key in zip(base_urls, api_keys)]
+        self._dead: set[str] = set()
+
+    async def read(self) -> dict[str, float]:
+        """The wanted series, summed over every endpoint that answers (the rest are asked again later)."""
+        total: dict[str, float] = {}
+        timeout = aiohttp.ClientTimeout(total=3)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for url, key in self._targets:
+                if url in self._dead:
+                    continue
+                headers = {"Authorization": f"Bearer {key}"} if key else None
+                try:
+                    values = parse_metrics((await send(session, "GET", url, headers=headers)).decode("utf-8", "replace"))
+                except EndpointError as err:
+                    if err.status is not None:
+                        self._dead.add(url)  # it answers, but has no such route
+                    continue  # a restarting server: ask again next time
+                if not values:
+                    self._dead.add(url)
+                for k, v in values.items():
+                    total[k] = total.get(k, 0.0) + v
+        return total

@@ -1,0 +1,118 @@
+"""TRL SFT in a subprocess, one job per round (``trainer.backend = "trl"``).
+
+The round's kept pairs are written as a prompt-completion dataset and trained by
+``python -m isheep.runtime.training.sft_job`` (optionally under ``accelerate launch``), so the
+event loop never blocks. The job reports on stdout, one JSON object a line: its phases (loading,
+tokenizing, training with the number of steps, saving, merging), every step's loss and
+tokens/s, and the result. The default is the recipe: LoRA on the base model with this round's
+pairs, merged into full weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from isheep.runtime.core.config import TrainerConfig
+from isheep.runtime.core.messages import user_turn
+from isheep.runtime.core.process import new_session_dying_with_parent
+from isheep.runtime.core.types import Checkpoint, TrainBackend, TrainingFailed, TrainRequest
+
+JOB_MODULE = "isheep.runtime.training.sft_job"
+
+
+def training_rows(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Kept pairs as TRL prompt-completion rows: the loss covers the answer only."""
+    return [{"prompt": [{"role": "user", "content": user_turn(ex["instruction"], ex.get("input") or "")}],
+             "completion": [{"role": "assistant", "content": ex["response"]}]} for ex in examples]
+
+
+class TrlBackend(TrainBackend):
+    """TRL SFT in a subprocess, one per round.
+
+    Args:
+        config: The ``[trainer]`` section.
+        on_progress: Called with every line the job reports (phases, steps, the result).
+    """
+
+    def __init__(self, config: TrainerConfig, on_progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.config = config
+        self.on_progress = on_progress
+
+    def spec(self, request: TrainRequest, data: Path) -> dict[str, Any]:
+        """The job's whole input: paths and every hyper-parameter (written beside the checkpoint)."""
+        c = self.config
+        lr = c.learning_rate if c.learning_rate is not None else (4e-4 if c.method == "lora" else 2e-5)
+        return {
+            "data": str(data), "out_dir": str(request.out_dir), "init_path": str(request.init_path),
+            "init_adapter": str(request.init_adapter) if request.init_adapter else None, "method": c.method,
+            "merge": c.merge, "lora_r": c.lora_r, "lora_alpha": c.lora_alpha, "lora_dropout": c.lora_dropout,
+            "lora_targets": c.lora_targets, "learning_rate": lr, "epochs": c.epochs, "batch_size": c.batch_size,
+            "gradient_accumulation": c.gradient_accumulation, "max_length": c.max_length, "seed": c.seed,
+            "sft_overrides": c.sft_overrides,
+        }
+
+    async def train(self, request: TrainRequest) -> Checkpoint:
+        out = request.out_dir
+        shutil.rmtree(out, ignore_errors=True)  # a resumed round trains again from scratch
+        out.mkdir(parents=True, mode=0o700)
+        data = out / "data.jsonl"
+        data.write_text("".join(json.dumps(row) + "\n" for row in training_rows(request.examples)))
+        spec = self.spec(request, data)
+        (out / "spec.json").write_text(json.dumps(spec, indent=2))
+        started = time.monotonic()
+        done, losses = await self._run_job(request, out / "spec.json", out / "train.log")
+        adapter = Path(done["adapter"]) if done.get("adapter") else None
+        return Checkpoint(
+            version=request.version, parent=request.parent, round=request.round, path=Path(done["path"]),
+            adapter=adapter, kind="adapter" if adapter is not None and Path(done["path"]) == adapter else "full",
+            detail={"hyperparameters": {k: v for k, v in spec.items() if k not in ("data", "out_dir")},
+                    "examples": len(request.examples), "item_ids": [e["id"] for e in request.examples],
+                    "loss": losses, "metrics": done.get("metrics", {}), "seconds": time.monotonic() - started,
+                    "log": str(out / "train.log")})
+
+    async def _run_job(self, request: TrainRequest, spec_path: Path,
+                       log_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Run the job to its end; its ``done`` line and the loss curve, or TrainingFailed."""
+        command = [*(self.config.launcher or [sys.executable]), "-m", JOB_MODULE, str(spec_path)]
+        losses: list[dict[str, Any]] = []
+        done: dict[str, Any] | None = None
+        error = ""
+        with open(log_path, "ab") as log:
+            proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=log,
+                                                        preexec_fn=new_session_dying_with_parent)
+            try:
+                assert proc.stdout is not None
+                async for raw in proc.stdout:
+                    try:
+                        event = json.loads(raw)
+                    except ValueError:
+                        continue  # a library printed to stdout
+                    if event.get("event") == "step":
+                        losses.append({k: event.get(k) for k in ("step", "loss", "tokens_per_s", "epoch")})
+                    elif event.get("event") == "done":
+                        done = event
+                    elif event.get("event") == "error":
+                        error = event.get("error", "")
+                    if self.on_progress is not None:
+                        self.on_progress(event)
+                code = await proc.wait()
+            finally:
+                if proc.returncode is None:  # cancelled (Ctrl-C): take the job down with us
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    await proc.wait()
+        if code != 0 or done is None:
+            if not error:
+                tail = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+                error = tail[-1] if tail else f"exit status {code}"
+            raise TrainingFailed(f"training round {request.round} failed: {error} (log: {log_path})")
+        return done, losses
