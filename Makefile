@@ -23,12 +23,15 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/isheep run --config examples/configs/embedded.toml
 
-# The whole suite (unit, integration, and the end-to-end tests on the real server).
+# The layering contracts (pyproject.toml, docs/architecture.md), then the whole suite (unit,
+# integration, and the end-to-end tests on the real server).
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 # Everything that needs no model server and no minutes: about two minutes.
 test-quick: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not vllm and not slow"
 
 bench: install

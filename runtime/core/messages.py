@@ -8,7 +8,7 @@ whole context of an item without reading the store.
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,7 +85,7 @@ Status = Literal["kept", "rejected", "failed"]
 
 #: Item states on the way through a round, and the final ones (every item ends in exactly one).
 PENDING_STATES = ("proposed", "responded", "assessed")
-FINAL_STATES = ("kept", "rejected", "failed")
+FINAL_STATES: tuple[str, ...] = get_args(Status)
 
 
 def reason_kind(reason: str | None) -> str:
@@ -124,6 +124,10 @@ class RoundEvent(Message):
 
     state: Literal["generating", "training", "swapping", "done", "rejected", "failed"]
     detail: str = ""
+
+
+#: Round states after which the next round starts (a rejected round's model was rolled back).
+ROUND_CLOSED_STATES = ("done", "rejected")
 
 
 class ModelEvent(Message):

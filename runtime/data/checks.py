@@ -58,14 +58,29 @@ CHECKS: dict[str, Callable[[str, Any], bool]] = {
 }
 
 
+#: What each check's ``value`` must be (checked when the prompts are loaded, not mid-evaluation).
+_COUNTS = ("max_words", "min_words", "bullets", "numbered", "lines", "max_sentences")
+_PHRASES = ("contains", "not_contains", "starts_with", "ends_with")
+
+
 def validate(check: Any) -> str | None:
     """Why a check description is unusable, or None."""
     if not isinstance(check, dict) or "type" not in check:
         return "a check must be an object with a 'type'"
-    if check["type"] not in CHECKS:
-        return f"unknown check type {check['type']!r} (known: {', '.join(sorted(CHECKS))})"
-    if check["type"] not in ("lowercase", "uppercase") and "value" not in check:
-        return f"check {check['type']!r} needs a 'value'"
+    kind = check["type"]
+    if kind not in CHECKS:
+        return f"unknown check type {kind!r} (known: {', '.join(sorted(CHECKS))})"
+    if kind in ("lowercase", "uppercase"):
+        return None
+    if "value" not in check:
+        return f"check {kind!r} needs a 'value'"
+    value = check["value"]
+    if kind in _COUNTS and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        return f"check {kind!r} needs a whole number of at least 0 as its 'value', got {value!r}"
+    if kind in _PHRASES and (not isinstance(value, str) or not value.strip()):
+        return f"check {kind!r} needs a non-empty text as its 'value', got {value!r}"
+    if kind == "json_keys" and (not isinstance(value, list) or not all(isinstance(k, str) for k in value)):
+        return f"check 'json_keys' needs a list of key names as its 'value', got {value!r}"
     return None
 
 
@@ -91,6 +106,8 @@ def load_eval_prompts(path: Path | None = None, limit: int = 0) -> list[EvalProm
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
             raise UserError(f"{where}: needs a non-empty 'prompt'")
         checks = row.get("checks", [])
+        if not isinstance(checks, list):
+            raise UserError(f"{where}: 'checks' must be a list of checks, got {checks!r}")
         for check in checks:
             problem = validate(check)
             if problem:

@@ -60,7 +60,10 @@ class EvalResult:
         if checks_rate is not None:
             parts.append((1 - critic_weight, checks_rate))
         weight = sum(w for w, _ in parts)
-        score = sum(w * v for w, v in parts) / weight if weight else 0.0
+        if weight:
+            score = sum(w * v for w, v in parts) / weight
+        else:  # only the part weighted 0 is there (critic_weight 1 with no critic score, say): it alone
+            score = sum(v for _, v in parts) / len(parts) if parts else 0.0
         score *= len(answered) / len(rows) if rows else 0.0
         return cls(version=version, score=round(score, 4), critic_mean=critic_mean, checks_rate=checks_rate,
                    failed_requests=len(rows) - len(answered), answers=rows)

@@ -15,7 +15,7 @@ import time
 
 from isheep.runtime.core.config import RunConfig
 from isheep.runtime.core.endpoint import EndpointError
-from isheep.runtime.core.messages import PENDING_STATES, RoundEvent, reason_kind
+from isheep.runtime.core.messages import PENDING_STATES, ROUND_CLOSED_STATES, RoundEvent, reason_kind
 from isheep.runtime.core.roles import Roles, RoundContext
 from isheep.runtime.core.types import Models
 from isheep.runtime.serving import EndpointPool, ServerMetrics
@@ -95,7 +95,7 @@ class Supervisor:
         if not rounds:
             return 1
         last = rounds[-1]
-        return last.round + 1 if last.state in ("done", "rejected") else last.round
+        return last.round + 1 if last.state in ROUND_CLOSED_STATES else last.round
 
     async def run(self) -> list[RoundSummary]:
         """Run the rounds left (from where a resumed run stopped) until the last, a stop or a finish."""

@@ -24,13 +24,23 @@ _WANTED = {
 _LINE = re.compile(r"^(vllm:[a-z_]+)(?:\{[^}]*\})?\s+([0-9.eE+-]+)$", re.MULTILINE)
 
 
+#: Shares, not amounts: several engines' are not added up; the fullest one is what binds.
+_SHARES = frozenset({"kv_cache"})
+
+
+def _combine(key: str, total: float | None, value: float) -> float:
+    if total is None:
+        return value
+    return max(total, value) if key in _SHARES else total + value
+
+
 def parse_metrics(text: str) -> dict[str, float]:
-    """Sum each wanted vLLM series over its labels (one engine or several)."""
+    """Each wanted vLLM series over its labels (one engine or several): counts add up, shares take the highest."""
     out: dict[str, float] = {}
     for name, value in _LINE.findall(text):
         key = _WANTED.get(name)
         if key is not None:
-            out[key] = out.get(key, 0.0) + float(value)
+            out[key] = _combine(key, out.get(key), float(value))
     return out
 
 
@@ -59,5 +69,5 @@ class ServerMetrics:
                 if not values:
                     self._dead.add(url)
                 for k, v in values.items():
-                    total[k] = total.get(k, 0.0) + v
+                    total[k] = _combine(k, total.get(k), v)
         return total

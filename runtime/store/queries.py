@@ -10,7 +10,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from isheep.runtime.core.messages import FINAL_STATES, PENDING_STATES
+from isheep.runtime.core.messages import FINAL_STATES, PENDING_STATES, ROUND_CLOSED_STATES
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,10 @@ class RunQueries:
     def screened_tasks(self) -> Iterator[tuple[str, str]]:
         """(instruction, input) of every instruction that passed the Proposer's screening, all
         rounds, in proposal order: the dedup pool, and the machine examples a Proposer may mix in."""
-        yield from self._conn.execute(
-            "SELECT instruction, input FROM items WHERE NOT (stage='proposer' AND state='rejected') ORDER BY round, seq")
+        for row in self._conn.execute(
+                "SELECT instruction, input FROM items WHERE NOT (stage='proposer' AND state='rejected')"
+                " ORDER BY round, seq"):
+            yield row[0], row[1]
 
     def screened_finished(self, round: int) -> int:
         """Items of ``round`` that passed screening and reached a final state (a resumed round's pacing)."""
@@ -158,7 +160,7 @@ class RunQueries:
                                  states).fetchone()[0]
         if bad:
             problems.append(f"{bad} items in an unknown state")
-        done_rounds = [r.round for r in self.rounds() if r.state in ("done", "rejected")]
+        done_rounds = [r.round for r in self.rounds() if r.state in ROUND_CLOSED_STATES]
         if done_rounds:
             marks = ",".join("?" * len(done_rounds))
             open_items = self._conn.execute(

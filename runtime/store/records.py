@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from isheep.runtime.core.messages import (PENDING_STATES, Assessment, Instruction, ModelEvent, Response, RoundEvent,
-                                          Score, Verdict)
+from isheep.runtime.core.messages import (PENDING_STATES, ROUND_CLOSED_STATES, Assessment, Instruction, ModelEvent,
+                                          Response, RoundEvent, Score, Verdict)
 from isheep.runtime.core.types import Checkpoint
 
 from .store import Op
@@ -44,88 +44,112 @@ def op_for(message: Instruction | Response | Assessment | Verdict | RoundEvent |
     changes nothing (and is detected by :meth:`RunStore.write`). A new item's ``seq`` (its
     order in the round) defaults to the number its id ends with.
     """
-    now = message.created_at
     if isinstance(message, Instruction):
-        seq = seq_of(message.id) if seq is None else seq
-        return [(
-            "INSERT INTO items (id, round, seq, state, instruction, input, proposer_version, created_at, updated_at)"
-            " VALUES (?, ?, ?, 'proposed', ?, ?, ?, ?, ?)",
-            (message.id, message.round, seq, message.instruction, message.input, message.model_version, now, now),
-        )]
+        return _proposed(message, seq_of(message.id) if seq is None else seq)
     if isinstance(message, Response):
-        return [(
-            "UPDATE items SET state='responded', response=?, finish_reason=?, responder_version=?,"
-            " prompt_tokens=prompt_tokens+?, completion_tokens=completion_tokens+?, updated_at=?"
-            " WHERE id=? AND state='proposed'",
-            (message.text, message.finish_reason, message.model_version, message.prompt_tokens,
-             message.completion_tokens, now, message.id),
-            message.id,
-        )]
+        return _responded(message)
     if isinstance(message, Assessment):
-        q, f = message.quality, message.following
-        return [(
-            "UPDATE items SET state='assessed', quality=?, quality_explanation=?, quality_raw=?,"
-            " following=?, following_explanation=?, following_raw=?, critic_version=?, updated_at=?"
-            " WHERE id=? AND state='responded'",
-            (q.value, q.explanation, q.raw, f.value, f.explanation, f.raw, message.model_version, now, message.id),
-            message.id,
-        )]
-    if isinstance(message, RoundEvent):
-        ended = message.created_at if message.state in ("done", "rejected", "failed") else None
-        return [(
-            "INSERT INTO rounds (round, state, model_version, started_at, ended_at, detail) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(round) DO UPDATE SET state=excluded.state, ended_at=excluded.ended_at,"
-            " detail=excluded.detail, model_version=excluded.model_version",
-            (message.round, message.state, message.model_version, message.created_at, ended, message.detail),
-        ), (
-            "INSERT INTO events (ts, round, level, kind, message, data) VALUES (?, ?, 'info', 'round', ?, ?)",
-            (message.created_at, message.round, f"round {message.round} {message.state}"
-             + (f": {message.detail}" if message.detail else ""), json.dumps({"state": message.state})),
-        )]
-    if isinstance(message, ModelEvent):
-        state = {"serving": "serving", "swap_failed": "failed", "rolled_back": "failed",
-                 "rejected": "rejected"}[message.kind]
-        model_ops: list[Op] = [("UPDATE models SET state=? WHERE version=?", (state, message.model_version))]
-        if message.kind == "serving" and message.parent:
-            model_ops.append(("UPDATE models SET state='retired' WHERE state='serving' AND version != ?",
-                        (message.model_version,)))
-        model_ops.append((
-            "INSERT INTO events (ts, round, level, kind, message, data) VALUES (?, ?, ?, 'model', ?, ?)",
-            (message.created_at, message.round, "info" if message.kind == "serving" else "error",
-             f"{message.model_version} {message.kind.replace('_', ' ')}" + (f": {message.detail}" if message.detail else ""),
-             json.dumps({"version": message.model_version, "kind": message.kind, "parent": message.parent})),
-        ))
-        return model_ops
+        return _assessed(message)
     if isinstance(message, Verdict):
-        if message.stage == "proposer":  # screened out: the item's first and last row
-            seq = seq_of(message.id) if seq is None else seq
-            return [(
-                "INSERT INTO items (id, round, seq, state, stage, reason, instruction, input, proposer_version,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, 'proposer', ?, ?, ?, ?, ?, ?)",
-                (message.id, message.round, seq, message.status, message.reason, message.instruction,
-                 message.input, message.model_version, now, now),
-            )]
-        ops: list[Op] = []
-        if message.response is not None:
-            ops += op_for(message.response)  # the rejected answer is kept for audit
-            ops[-1] = ops[-1][:2]  # and the verdict's own update below is the guarded one
-        assessment = message.assessment
-        if assessment is not None and message.stage == "critic":
-            # A critic-stage verdict still records the replies it could not use.
-            ops += [(
-                "UPDATE items SET quality=?, quality_explanation=?, quality_raw=?, following=?,"
-                " following_explanation=?, following_raw=?, critic_version=? WHERE id=?",
-                (assessment.quality.value, assessment.quality.explanation, assessment.quality.raw,
-                 assessment.following.value, assessment.following.explanation, assessment.following.raw,
-                 assessment.model_version, message.id),
-            )]
-        ops.append((
-            "UPDATE items SET state=?, stage=?, reason=?, updated_at=? WHERE id=? AND state IN (?, ?, ?)",
-            (message.status, message.stage, message.reason, now, message.id, *PENDING_STATES),
-            message.id,
-        ))
-        return ops
+        return _verdict(message, seq)
+    if isinstance(message, RoundEvent):
+        return _round(message)
+    if isinstance(message, ModelEvent):
+        return _model(message)
     raise TypeError(f"no store operation for {type(message).__name__}")
+
+
+def _proposed(message: Instruction, seq: int) -> list[Op]:
+    now = message.created_at
+    return [(
+        "INSERT INTO items (id, round, seq, state, instruction, input, proposer_version, created_at, updated_at)"
+        " VALUES (?, ?, ?, 'proposed', ?, ?, ?, ?, ?)",
+        (message.id, message.round, seq, message.instruction, message.input, message.model_version, now, now),
+    )]
+
+
+def _responded(message: Response) -> list[Op]:
+    return [(
+        "UPDATE items SET state='responded', response=?, finish_reason=?, responder_version=?,"
+        " prompt_tokens=prompt_tokens+?, completion_tokens=completion_tokens+?, updated_at=?"
+        " WHERE id=? AND state='proposed'",
+        (message.text, message.finish_reason, message.model_version, message.prompt_tokens,
+         message.completion_tokens, message.created_at, message.id),
+        message.id,
+    )]
+
+
+def _assessed(message: Assessment) -> list[Op]:
+    q, f = message.quality, message.following
+    return [(
+        "UPDATE items SET state='assessed', quality=?, quality_explanation=?, quality_raw=?,"
+        " following=?, following_explanation=?, following_raw=?, critic_version=?, updated_at=?"
+        " WHERE id=? AND state='responded'",
+        (q.value, q.explanation, q.raw, f.value, f.explanation, f.raw, message.model_version, message.created_at,
+         message.id),
+        message.id,
+    )]
+
+
+def _verdict(message: Verdict, seq: int | None) -> list[Op]:
+    now = message.created_at
+    if message.stage == "proposer":  # screened out: the item's first and last row
+        return [(
+            "INSERT INTO items (id, round, seq, state, stage, reason, instruction, input, proposer_version,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, 'proposer', ?, ?, ?, ?, ?, ?)",
+            (message.id, message.round, seq_of(message.id) if seq is None else seq, message.status, message.reason,
+             message.instruction, message.input, message.model_version, now, now),
+        )]
+    ops: list[Op] = []
+    if message.response is not None:
+        ops += _responded(message.response)  # the rejected answer is kept for audit
+        ops[-1] = ops[-1][:2]  # and the verdict's own update below is the guarded one
+    assessment = message.assessment
+    if assessment is not None and message.stage == "critic":
+        # A critic-stage verdict still records the replies it could not use.
+        ops += [(
+            "UPDATE items SET quality=?, quality_explanation=?, quality_raw=?, following=?,"
+            " following_explanation=?, following_raw=?, critic_version=? WHERE id=?",
+            (assessment.quality.value, assessment.quality.explanation, assessment.quality.raw,
+             assessment.following.value, assessment.following.explanation, assessment.following.raw,
+             assessment.model_version, message.id),
+        )]
+    ops.append((
+        "UPDATE items SET state=?, stage=?, reason=?, updated_at=? WHERE id=? AND state IN (?, ?, ?)",
+        (message.status, message.stage, message.reason, now, message.id, *PENDING_STATES),
+        message.id,
+    ))
+    return ops
+
+
+def _round(message: RoundEvent) -> list[Op]:
+    ended = message.created_at if message.state in (*ROUND_CLOSED_STATES, "failed") else None
+    return [(
+        "INSERT INTO rounds (round, state, model_version, started_at, ended_at, detail) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(round) DO UPDATE SET state=excluded.state, ended_at=excluded.ended_at,"
+        " detail=excluded.detail, model_version=excluded.model_version",
+        (message.round, message.state, message.model_version, message.created_at, ended, message.detail),
+    ), (
+        "INSERT INTO events (ts, round, level, kind, message, data) VALUES (?, ?, 'info', 'round', ?, ?)",
+        (message.created_at, message.round, f"round {message.round} {message.state}"
+         + (f": {message.detail}" if message.detail else ""), json.dumps({"state": message.state})),
+    )]
+
+
+def _model(message: ModelEvent) -> list[Op]:
+    state = {"serving": "serving", "swap_failed": "failed", "rolled_back": "failed",
+             "rejected": "rejected"}[message.kind]
+    ops: list[Op] = [("UPDATE models SET state=? WHERE version=?", (state, message.model_version))]
+    if message.kind == "serving" and message.parent:
+        ops.append(("UPDATE models SET state='retired' WHERE state='serving' AND version != ?",
+                    (message.model_version,)))
+    ops.append((
+        "INSERT INTO events (ts, round, level, kind, message, data) VALUES (?, ?, ?, 'model', ?, ?)",
+        (message.created_at, message.round, "info" if message.kind == "serving" else "error",
+         f"{message.model_version} {message.kind.replace('_', ' ')}" + (f": {message.detail}" if message.detail else ""),
+         json.dumps({"version": message.model_version, "kind": message.kind, "parent": message.parent})),
+    ))
+    return ops
 
 
 def message_from_row(row: sqlite3.Row) -> Instruction | Response | Assessment:

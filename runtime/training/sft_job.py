@@ -79,6 +79,8 @@ def _progress_callback(started: float) -> Any:
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
+        """Reports the start of training (with its number of steps) and every logged step."""
+
         def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
             emit("phase", phase="training", max_steps=state.max_steps)
 

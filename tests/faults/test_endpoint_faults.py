@@ -3,8 +3,11 @@ every item is accounted for by reason, retries are bounded and visible, nothing 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+
+import pytest
 
 import isheep
 from isheep.runtime.core.config import load_config
@@ -63,3 +66,35 @@ async def test_hostile_model_output_is_handled_by_the_recipe(server_factory, tmp
                             ).fetchone()[0]
     assert slash > 0 and extra > 0  # "9/10" and JSON with extra fields read as 9
     assert eleven == 0  # "11" is not a score from 1 to 10
+
+
+async def test_a_refused_api_key_stops_the_run_at_once(server_factory, tmp_path, clean_env):
+    # The key is accepted at the start, then refused mid-run (rotated, revoked): every further
+    # request would be refused alike, so the run stops at the first refusal with one line naming
+    # the endpoint; it does not fail items or burn proposal calls and retries first.
+    server = server_factory(api_key="first-key", delay_s=0.01)
+    config = load_config(overrides={
+        "endpoints": [{"base_url": server.url, "api_key_env": "TEST_KEY"}], "out": str(tmp_path / "run"),
+        "rounds": 1, "round_size": 2000, "max_proposed": 20000, "client.backoff_s": 0.01,
+        "metrics_interval_s": 0.2}, environ={"TEST_KEY": "first-key"})
+    holder: dict = {}
+
+    async def rotate_the_key() -> None:
+        while "s" not in holder or holder["s"].stats.account is None or holder["s"].stats.account.finished < 20:
+            await asyncio.sleep(0.02)
+        server.control(api_key="second-key")
+
+    rotate = asyncio.create_task(rotate_the_key())
+    with pytest.raises(isheep.UserError) as caught:
+        await isheep.arun(config, environ={"TEST_KEY": "first-key"}, on_supervisor=lambda s: holder.__setitem__("s", s))
+    await rotate
+    message = str(caught.value)
+    assert message == (f"{server.url} refused the API key (HTTP 401); set OPENAI_API_KEY or the endpoint's "
+                       "api_key_env")
+    with sqlite3.connect(tmp_path / "run" / "isheep.db") as db:
+        refused = db.execute("SELECT COUNT(*) FROM items WHERE reason LIKE 'http_401%'").fetchone()[0]
+        retried = db.execute("SELECT COUNT(*) FROM events WHERE kind IN ('retry', 'proposer_failed')").fetchone()[0]
+    assert refused == 0 and retried == 0  # nothing was failed or retried for a refused key
+    store = isheep.RunStore.open(tmp_path / "run", readonly=True)
+    assert store.integrity() == []  # the items in flight are resumable, not lost
+    store.close_sync()

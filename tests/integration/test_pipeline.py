@@ -52,6 +52,9 @@ async def test_two_rounds_account_for_every_item(server, tmp_path, clean_env):
     config = make_config(tmp_path, server.url)
     result = await isheep.arun(config)
     info = check_accounting(result.folder)
+    stats = server.stats()
+    assert stats["routes"]["POST /v1/chat/completions"] > 0 and "POST /v1/completions" not in stats["routes"]
+    assert stats["machine_example_prompts"] == 0  # no mixing unless asked for
     assert [r.state for r in info["rounds"]] == ["done", "done"]
     assert len(result.rounds) == 2
     for summary in result.rounds:
@@ -108,11 +111,16 @@ async def test_completions_api_for_the_proposer(server, tmp_path, clean_env):
     result = await isheep.arun(make_config(tmp_path, server.url, rounds=1, **{"proposer.api": "completions"}))
     check_accounting(result.folder)
     assert result.rounds[0].kept >= 30
+    stats = server.stats()
+    # Every proposal went through /v1/completions (the model continues the list), none through chat.
+    assert stats["routes"]["POST /v1/completions"] == stats["proposer"] > 0
 
 
 async def test_machine_examples_are_mixed_in(server, tmp_path, clean_env):
     result = await isheep.arun(make_config(tmp_path, server.url, rounds=1, **{"proposer.num_machine_examples": 2}))
     check_accounting(result.folder)
+    # Once the run has instructions of its own, proposal prompts show them to the model.
+    assert server.stats()["machine_example_prompts"] > 0
 
 
 async def test_pool_spreads_requests_and_survives_losing_an_endpoint(server_factory, tmp_path, clean_env):
@@ -121,7 +129,9 @@ async def test_pool_spreads_requests_and_survives_losing_an_endpoint(server_fact
                          **{"client.max_retries": 4})
 
     async def kill_one_later():
-        await asyncio.sleep(0.7)
+        # Once the second endpoint carries part of the load, it dies mid-run.
+        while (await asyncio.to_thread(second.stats))["responder"] < 50:
+            await asyncio.sleep(0.05)
         second.stop()
 
     killer = asyncio.create_task(kill_one_later())

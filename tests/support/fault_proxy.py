@@ -36,7 +36,7 @@ class FaultProxy:
     def __init__(self, upstream: str, settings: dict[str, Any]) -> None:
         self.upstream = upstream.rstrip("/")
         self.settings = {"fail_rate": 0.2, "modes": list(MODES), "hang_s": 30.0, "slow_s": 1.0, "seed": 0,
-                         **settings}
+                         "retry_after": "0", **settings}
         self.rng = random.Random(self.settings["seed"])
         self.counts: Counter[str] = Counter()
         self.session: aiohttp.ClientSession | None = None
@@ -58,7 +58,7 @@ class FaultProxy:
             mode = self.rng.choice(self.settings["modes"])
             self.counts[mode] += 1
         if mode in ("500", "503", "429"):
-            headers = {"Retry-After": "0"} if mode == "429" else {}
+            headers = {"Retry-After": str(self.settings["retry_after"])} if mode == "429" else {}
             return web.json_response({"error": {"message": f"injected {mode}"}}, status=int(mode), headers=headers)
         if mode == "reset":
             assert request.transport is not None

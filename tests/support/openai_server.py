@@ -17,7 +17,9 @@ Transport faults are the business of ``fault_proxy.py``, put in front of this se
 
 Run: ``python tests/support/openai_server.py --port 0 [--config JSON]``; it prints
 ``READY <port>`` when listening. ``POST /_control`` changes the behaviour live, ``GET /_stats``
-reads counters. Binds 127.0.0.1 only.
+reads counters: per role, per route (``routes``: ``"POST /v1/completions": n``...), and
+``machine_example_prompts``, the proposal prompts that showed the model one of its own earlier
+instructions (Self-Instruct's mixing). Binds 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -77,7 +79,9 @@ class TestServer:
         self.counter = 0
         self.proposed: list[str] = []
         self.stats: Counter[str] = Counter()
+        self.routes: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
+        self.written: set[str] = set()  # every instruction this server proposed
 
     # -- content -----------------------------------------------------------------------------
     def _word(self) -> str:
@@ -93,6 +97,7 @@ class TestServer:
             return rng.choice(self.proposed), ""
         text = rng.choice(_TEMPLATES).format(v=rng.choice(_VERBS), **words)
         self.proposed.append(text)
+        self.written.add(text)
         if len(self.proposed) > 1000:
             del self.proposed[:500]
         value = f"The {self._word()} {self._word()} report from {self._word()}." if rng.random() < 0.3 else ""
@@ -107,6 +112,12 @@ class TestServer:
             lines.append(f"{n}. Instruction: {text}")
             lines.append(f"{n}. Input: {value or '<noinput>'}")
         return "\n".join(lines)
+
+    def note_examples(self, prompt: str) -> None:
+        """Count a proposal prompt that shows the model one of its own earlier instructions."""
+        shown = (line.split("Instruction:", 1)[1].strip() for line in prompt.splitlines() if "Instruction:" in line)
+        if any(text in self.written for text in shown):
+            self.stats["machine_example_prompts"] += 1
 
     def respond(self, prompt: str) -> tuple[str, str]:
         """(answer, finish_reason)."""
@@ -190,6 +201,7 @@ class TestServer:
             return self._reply(request, "chat", self.assess(prompt, structured), len(prompt))
         if "Instruction:" in prompt and "List of" in prompt:
             self.stats["proposer"] += 1
+            self.note_examples(prompt)
             return self._reply(request, "chat", self.propose(1), len(prompt))
         self.stats["responder"] += 1
         text, finish = self.respond(prompt)
@@ -204,6 +216,7 @@ class TestServer:
         assert body is not None
         prompt = body["prompt"]
         self.stats["proposer"] += 1
+        self.note_examples(prompt)
         # The prompt ends with "N. Instruction:"; continue from there.
         tail = prompt.rstrip().rsplit("\n", 1)[-1]
         start = int(tail.split(".", 1)[0]) if tail[:1].isdigit() else 1
@@ -229,10 +242,15 @@ class TestServer:
 
     async def get_stats(self, request: web.Request) -> web.Response:
         duplicates = sum(1 for n in self.answered.values() if n > 1)
-        return web.json_response({**self.stats, "answered_twice": duplicates})
+        return web.json_response({**self.stats, "answered_twice": duplicates, "routes": dict(self.routes)})
+
+    @web.middleware
+    async def count_route(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.routes[f"{request.method} {request.path}"] += 1
+        return await handler(request)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 2**20)
+        app = web.Application(client_max_size=64 * 2**20, middlewares=[self.count_route])
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)

@@ -74,7 +74,10 @@ async def test_monitor_is_read_only_and_shows_a_finished_runs_history(tmp_path):
         assert header.mode == "read-only" and header.snapshot.state == "done"
         await pilot.press("p")
         await pilot.press("s")
-        assert app.supervisor is None  # nothing to steer, nothing changed
+        # Each steering key is answered with a warning, not acted on. (Textual keeps the
+        # notifications it shows in a private list; it offers no public one to read.)
+        warnings = [n.message for n in app._notifications if n.severity == "warning"]
+        assert warnings == ["read-only monitor: it cannot steer the run"] * 2, warnings
         await pilot.press("3")
         rounds = app.query_one("#round-table", DataTable)
         assert rounds.row_count == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -42,5 +41,3 @@ def test_screens(snap_compare, fixture_run, size, tab):
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
 
-
-__all__ = ["os"]

@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from support.procs import ROOT, clean_environ, isheep_cmd, run_cli
 
@@ -18,6 +19,7 @@ import isheep
 from isheep.agents import Trainer
 from isheep.runtime.core.config import ServerConfig, TrainerConfig, load_config
 from isheep.runtime.core.types import Checkpoint, ServedModel, TrainRequest
+from isheep.runtime.serving import ServerMetrics
 from isheep.runtime.serving.endpoints import HttpEndpoint
 from isheep.runtime.serving.server import ManagedServer
 from isheep.runtime.serving.swap import LoraSwap, ReloadSwap, ServerApi, SwapError
@@ -44,6 +46,19 @@ def _db_state(db_path: Path, sql: str, args=()):
         return []
 
 
+def _training_job(pid: int, deadline: float) -> bool:
+    """Wait until the runtime's training job (a child process) is running."""
+    while time.time() < deadline:
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return False
+        if any("isheep.runtime.training.sft_job" in " ".join(c.cmdline()) for c in children if c.is_running()):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_three_rounds_killed_during_training_then_resumed(embedded_model, tmp_path):
     out = tmp_path / "run"
     args = ["run", "--config", EMBEDDED, "--out", str(out), "--rounds", "3", "--round-size", "2",
@@ -54,7 +69,7 @@ def test_three_rounds_killed_during_training_then_resumed(embedded_model, tmp_pa
                                                      "SELECT 1 FROM rounds WHERE round=2 AND state='training'"):
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.5)
-    time.sleep(3)  # the training job is running now
+    assert _training_job(proc.pid, deadline), "round 2 went to training but no training job started"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     round2 = _db_state(out / "isheep.db", "SELECT id, state FROM items WHERE round=2 ORDER BY id")
@@ -97,14 +112,30 @@ def swap_server(embedded_model, tmp_path_factory):
     loop.close()
 
 
+JOB_EVENTS: list[dict] = []
+
+
 @pytest.fixture(scope="module")
 def trained(embedded_model, tmp_path_factory):
     import asyncio
 
-    backend = TrlBackend(TrainerConfig(backend="trl", epochs=1, max_length=256))
+    backend = TrlBackend(TrainerConfig(backend="trl", epochs=1, max_length=256), on_progress=JOB_EVENTS.append)
     request = TrainRequest(round=1, version="v1", parent="v0", init_path=embedded_model, examples=seed_examples(6),
                            out_dir=tmp_path_factory.mktemp("train") / "round-01")
     return asyncio.run(backend.train(request))
+
+
+def test_the_training_job_reports_what_it_is_doing(trained):
+    # The displays say "loading the model", "tokenizing 6 pairs", "step k/n", not "step 0/?" for a minute.
+    phases = [e for e in JOB_EVENTS if e["event"] == "phase"]
+    assert [e["phase"] for e in phases] == ["loading", "tokenizing", "training", "saving", "merging"]
+    total = phases[2]["max_steps"]
+    steps = [e for e in JOB_EVENTS if e["event"] == "step"]
+    assert total >= 1 and steps and all(e["max_steps"] == total for e in steps)
+    # Steps come between the training and saving phases; the result comes last.
+    assert JOB_EVENTS.index(phases[2]) < JOB_EVENTS.index(steps[0]) < JOB_EVENTS.index(steps[-1]) \
+        < JOB_EVENTS.index(phases[3])
+    assert JOB_EVENTS[-1]["event"] == "done"
 
 
 def test_reload_swaps_weights_in_place_and_back(swap_server, trained, embedded_model):
@@ -138,7 +169,11 @@ def test_requests_in_flight_during_a_reload_all_complete(swap_server, trained, e
     async def scenario():
         reference = (await endpoint.chat(body)).text
         requests = [asyncio.create_task(endpoint.chat(body)) for _ in range(8)]
-        await asyncio.sleep(0.3)  # they are being generated when the swap starts
+        metrics = ServerMetrics([server.url], [server.api_key])
+        deadline = loop.time() + 60
+        while (await metrics.read()).get("running", 0) < len(requests):  # all being generated: swap now
+            assert loop.time() < deadline and not any(r.done() for r in requests), "the requests never ran together"
+            await asyncio.sleep(0.02)
         served = await swap.swap(trained, base)
         answers = await asyncio.gather(*requests, return_exceptions=True)
         await swap.swap(Checkpoint(version="v0", parent="v0", round=0, path=embedded_model), served)

@@ -1,0 +1,274 @@
+"""Between rounds: ``ModelUpdater`` trains on a round's kept pairs, swaps, and records the lineage.
+
+A real run store, a trainer that writes a tiny checkpoint folder (or fails like a training job
+does) and a swap strategy that records its calls (or fails like a swap does): no mocks. Covers
+skipped training, the trained checkpoint and the round's phases, the data and start-from
+knobs, failed training under both ``on_failure`` settings, successful and failed swaps, and
+the checkpoint a round stopped mid-swap resumes with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from isheep.agents.trainer import Trainer
+from isheep.runtime.core.config import load_config
+from isheep.runtime.core.errors import UserError
+from isheep.runtime.core.messages import Assessment, Instruction, Response, RoundEvent, Score, Verdict
+from isheep.runtime.core.types import Checkpoint, Models, ServedModel, TrainingFailed, TrainRequest
+from isheep.runtime.pipeline.stats import RunStats
+from isheep.runtime.pipeline.updater import ModelUpdater
+from isheep.runtime.serving import SwapError
+from isheep.runtime.serving.swap import SwapStrategy
+from isheep.runtime.store import RunStore, model_row_op, op_for
+
+
+class FolderTrainer(Trainer):
+    """The built-in Trainer's rules (``trainer.min_examples``) with a training job that writes a
+    tiny folder instead of running TRL, or fails the way a job does."""
+
+    def __init__(self, config, fail: str | None = None, adapter: bool = False) -> None:
+        super().__init__(config.trainer)
+        self.fail, self.adapter = fail, adapter
+        self.requests: list[TrainRequest] = []
+
+    async def train(self, request: TrainRequest) -> Checkpoint:
+        self.requests.append(request)
+        if self.fail:
+            raise TrainingFailed(self.fail)
+        request.out_dir.mkdir(parents=True)
+        (request.out_dir / "weights.json").write_text(json.dumps([e["id"] for e in request.examples]))
+        adapter = request.out_dir / "adapter" if self.adapter else None
+        return Checkpoint(version=request.version, parent=request.parent, round=request.round, path=request.out_dir,
+                          adapter=adapter, kind="adapter" if self.adapter else "full",
+                          detail={"examples": len(request.examples), "loss": [{"step": 1, "loss": 2.0},
+                                                                              {"step": 2, "loss": 1.25}]})
+
+
+class RecordingSwap(SwapStrategy):
+    """Serves a checkpoint under a new name, or fails (after 'restoring' the old model)."""
+
+    name = "recording"
+
+    def __init__(self, fail: str | None = None) -> None:
+        super().__init__()
+        self.fail = fail
+        self.calls: list[tuple[str, ...]] = []
+
+    async def prepare(self, current: ServedModel) -> None:
+        self.calls.append(("prepare", current.version))
+
+    async def swap(self, checkpoint: Checkpoint, current: ServedModel) -> ServedModel:
+        self.calls.append(("swap", checkpoint.version, current.version))
+        if self.fail:
+            self.evidence = {"restored_exactly": True}
+            raise SwapError(self.fail)
+        self.evidence = {"weights_changed": True}
+        return ServedModel(version=checkpoint.version, name=f"m-{checkpoint.version}", path=checkpoint.path)
+
+
+def keep_pairs(store: RunStore, k: int, count: int) -> None:
+    """Write ``count`` kept pairs of round ``k`` (and one rejected pair, which is never trained on)."""
+    ops = op_for(RoundEvent(id=f"round-{k}", round=k, model_version=f"v{k - 1}", state="generating"))
+    for n in range(1, count + 2):
+        inst = Instruction(id=f"r{k:02d}-{n:06d}", round=k, model_version="v0", instruction=f"Task {n} of {k}.")
+        resp = Response(id=inst.id, round=k, model_version="v0", instruction=inst, text=f"Answer {n} of {k}.")
+        ops += op_for(inst) + op_for(resp) + op_for(Assessment(
+            id=inst.id, round=k, model_version="v0", response=resp, quality=Score(value=9), following=Score(value=9)))
+        status = "kept" if n <= count else "rejected"
+        ops += op_for(Verdict(id=inst.id, round=k, model_version="v0", status=status, stage="curator",
+                              reason=None if status == "kept" else "low_quality:3"))
+    store.write_sync(ops)
+
+
+class Setup:
+    def __init__(self, tmp_path: Path, pairs: dict[int, int], trainer_fail: str | None = None,
+                 swap_fail: str | None = None, adapter: bool = False, **overrides) -> None:
+        self.config = load_config(overrides={"endpoints": [{"base_url": "http://127.0.0.1:9/v1"}],
+                                             "trainer.backend": "trl", **overrides}, environ={})
+        self.folder = tmp_path / "run"
+        self.store = RunStore.create(self.folder, {"run_name": "t"})
+        self.base = ServedModel(version="v0", name="m", path=tmp_path / "base")
+        self.store.write_sync([model_row_op("v0", parent=None, round=0, served_name="m", path=str(self.base.path),
+                                            state="serving", detail={})])
+        for k, count in pairs.items():
+            keep_pairs(self.store, k, count)
+        self.models = Models(policy=self.base, base=self.base)
+        self.stats = RunStats(run_name="t", folder=str(self.folder), endpoints=[], rounds_total=2)
+        self.trainer = FolderTrainer(self.config, trainer_fail, adapter)
+        self.swapper = RecordingSwap(swap_fail)
+        self.updater = ModelUpdater(self.config, self.store, self.models, self.stats, self.trainer, self.swapper)
+
+    def events(self, kind: str) -> list[tuple[str, str]]:
+        return [(e["level"], e["message"]) for e in self.store.events_after(0) if e["kind"] == kind]
+
+    def lineage(self) -> dict[str, str]:
+        return {m["version"]: m["state"] for m in self.store.models()}
+
+    def detail(self, version: str) -> dict:
+        return json.loads(self.store.model(version)["detail"])
+
+
+async def flush(store: RunStore) -> None:
+    # Events are queued without waiting; an empty write commits them with its batch.
+    await store.write([])
+
+
+async def test_too_few_pairs_skip_training(tmp_path):
+    s = Setup(tmp_path, {1: 2}, **{"trainer.min_examples": 3})
+    await s.store.start()
+    try:
+        assert await s.updater.train(1) is None
+        await flush(s.store)
+        assert s.trainer.requests == []
+        assert s.events("train") == [("info", "round 1: training skipped, 2 kept pair(s) (trainer.min_examples = 3)")]
+        assert s.lineage() == {"v0": "serving"}
+        assert s.store.rounds()[0].state == "generating"  # no training phase to resume into
+    finally:
+        await s.store.aclose()
+
+
+async def test_a_trained_checkpoint_is_recorded_before_any_swap(tmp_path):
+    s = Setup(tmp_path, {1: 3})
+    await s.store.start()
+    try:
+        checkpoint = await s.updater.train(1)
+        await flush(s.store)
+        (request,) = s.trainer.requests
+        assert (request.round, request.version, request.parent, request.init_path, request.init_adapter) == (
+            1, "v1", "v0", s.base.path, None)
+        assert request.out_dir == s.folder / "checkpoints" / "round-01"
+        assert request.examples == s.store.kept_pairs(1) and len(request.examples) == 3
+        assert checkpoint.path == request.out_dir and (checkpoint.path / "weights.json").is_file()
+        assert s.lineage() == {"v0": "serving", "v1": "trained"}
+        row = s.store.model("v1")
+        assert (row["parent"], row["round"], row["served_name"], row["path"]) == ("v0", 1, "m", str(request.out_dir))
+        assert s.detail("v1") == {"examples": 3, "loss": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.25}],
+                                  "adapter": None, "kind": "full"}
+        phase = s.store.rounds()[0]
+        assert (phase.state, phase.detail, phase.model_version) == ("training", "3 pairs", "v0")
+        assert s.events("train") == [("info", "round 1: trained v1 on 3 pairs, loss 2.000 -> 1.250")]
+        assert s.stats.state == "training" and s.stats.training["examples"] == 3
+        assert s.swapper.calls == [("prepare", "v0")]  # prepared while training, not swapped
+    finally:
+        await s.store.aclose()
+
+
+@pytest.mark.parametrize("data,expected", [
+    ("round", ["r02-000001", "r02-000002", "r02-000003"]),
+    ("cumulative", ["r01-000001", "r01-000002", "r02-000001", "r02-000002", "r02-000003"]),
+])
+async def test_training_data_is_the_round_or_every_round_so_far(tmp_path, data, expected):
+    s = Setup(tmp_path, {1: 2, 2: 3}, **{"trainer.data": data})
+    await s.store.start()
+    try:
+        await s.updater.train(2)
+        assert [e["id"] for e in s.trainer.requests[0].examples] == expected
+    finally:
+        await s.store.aclose()
+
+
+@pytest.mark.parametrize("start_from,parent", [("previous", "v1"), ("base", "v0")])
+async def test_start_from_picks_the_weights_trained_from(tmp_path, start_from, parent):
+    s = Setup(tmp_path, {2: 2}, **{"trainer.start_from": start_from})
+    s.models.policy = ServedModel(version="v1", name="m-v1", path=tmp_path / "ck-v1")
+    await s.store.start()
+    try:
+        await s.updater.train(2)
+        (request,) = s.trainer.requests
+        assert request.parent == parent
+        assert request.init_path == (tmp_path / "ck-v1" if start_from == "previous" else s.base.path)
+        assert s.store.model("v2")["parent"] == parent
+    finally:
+        await s.store.aclose()
+
+
+async def test_failed_training_goes_on_with_the_current_model(tmp_path):
+    s = Setup(tmp_path, {1: 2}, trainer_fail="CUDA out of memory (log: train.log)",
+              **{"trainer.on_failure": "continue"})
+    await s.store.start()
+    try:
+        assert await s.updater.train(1) is None
+        await flush(s.store)
+        assert s.events("train") == [("error", "CUDA out of memory (log: train.log)")]
+        assert s.stats.last_error == "CUDA out of memory (log: train.log)"
+        assert s.lineage() == {"v0": "serving"}
+    finally:
+        await s.store.aclose()
+
+
+async def test_failed_training_stops_the_run_when_told_to(tmp_path):
+    s = Setup(tmp_path, {1: 2}, trainer_fail="job exited with status 1", **{"trainer.on_failure": "stop"})
+    await s.store.start()
+    try:
+        with pytest.raises(UserError, match="job exited with status 1"):
+            await s.updater.train(1)
+        assert s.lineage() == {"v0": "serving"}
+    finally:
+        await s.store.aclose()
+
+
+async def test_a_swap_serves_the_checkpoint_and_retires_the_previous_version(tmp_path):
+    s = Setup(tmp_path, {1: 2, 2: 2})
+    await s.store.start()
+    try:
+        for k in (1, 2):
+            checkpoint = await s.updater.train(k)
+            assert await s.updater.swap(k, checkpoint) == "serving"
+            assert s.models.policy == ServedModel(version=f"v{k}", name=f"m-v{k}", path=checkpoint.path)
+            assert s.stats.model_version == f"v{k}" and s.store.serving_model()["version"] == f"v{k}"
+            phase = s.store.rounds()[k - 1]
+            assert (phase.state, phase.detail) == ("swapping", f"to v{k}")
+        assert s.lineage() == {"v0": "retired", "v1": "retired", "v2": "serving"}
+        # Round 2 trained from the base (the recipe) and swapped from v1.
+        assert s.swapper.calls[-1] == ("swap", "v2", "v1") and s.store.model("v2")["parent"] == "v0"
+        swap = s.detail("v2")["swap"]
+        assert (swap["strategy"], swap["served_name"], swap["weights_changed"]) == ("recording", "m-v2", True)
+        assert swap["seconds"] >= 0 and s.detail("v2")["examples"] == 2  # training detail kept
+        assert s.store.model("v2")["served_name"] == "m-v2"
+    finally:
+        await s.store.aclose()
+
+
+async def test_a_failed_swap_keeps_the_policy_and_says_why(tmp_path):
+    s = Setup(tmp_path, {1: 2}, swap_fail="reload of v1 failed, v0 restored: probe timed out")
+    await s.store.start()
+    try:
+        checkpoint = await s.updater.train(1)
+        assert await s.updater.swap(1, checkpoint) == "failed"
+        await flush(s.store)
+        assert s.models.policy == s.base and s.stats.model_version == "v0"
+        assert s.lineage() == {"v0": "serving", "v1": "failed"}
+        swap = s.detail("v1")["swap"]
+        assert swap == {"restored_exactly": True, "strategy": "recording",
+                        "error": "reload of v1 failed, v0 restored: probe timed out"}
+        assert s.events("model") == [("error", "v1 rolled back: reload of v1 failed, v0 restored: probe timed out")]
+        assert "swap to v1 failed" in s.stats.last_error
+    finally:
+        await s.store.aclose()
+
+
+async def test_a_round_stopped_mid_swap_resumes_with_its_trained_checkpoint(tmp_path):
+    s = Setup(tmp_path, {1: 2}, adapter=True)
+    await s.store.start()
+    checkpoint = await s.updater.train(1)
+    await s.store.aclose()  # the run stops here, before the swap
+
+    store = RunStore.open(s.folder)
+    await store.start()
+    try:
+        models = Models(policy=s.base, base=s.base)
+        updater = ModelUpdater(s.config, store, models, s.stats, FolderTrainer(s.config), RecordingSwap())
+        resumed = updater.trained_checkpoint(1)
+        assert (resumed.version, resumed.parent, resumed.round, resumed.path, resumed.adapter, resumed.kind) == (
+            "v1", "v0", 1, checkpoint.path, checkpoint.path / "adapter", "adapter")
+        assert resumed.detail["loss"] == checkpoint.detail["loss"]
+        assert updater.trained_checkpoint(2) is None
+        assert await updater.swap(1, resumed) == "serving"
+        assert updater.trained_checkpoint(1) is None  # served: nothing left to resume
+        assert models.policy.version == "v1"
+    finally:
+        await store.aclose()
