@@ -59,6 +59,7 @@ class MonitorApp(App[None]):
         self.snapshot: Snapshot | None = None
         self.run_state: str | None = None  # "done", "stopped" or "failed" once the run task ends
         self._reading = False
+        self._quitting = False  # q was pressed: no more reads or drawing
         self._pending_notes: list[tuple[str, str]] = []
 
     # -- layout ------------------------------------------------------------------------------
@@ -140,13 +141,20 @@ class MonitorApp(App[None]):
             snapshot = await asyncio.to_thread(self.reader.poll)
         finally:
             self._reading = False
+            if self._quitting:
+                self.reader.close()
+        if self._quitting:
+            return
         if self.supervisor is not None and self.run_state is None:
             live_overlay(snapshot, self.supervisor)
         if self.run_state is not None:
             snapshot.state = self.run_state
             snapshot.live = False
         self.snapshot = snapshot
-        self._show(snapshot)
+        try:
+            self._show(snapshot)
+        except (NoMatches, ScreenStackError):
+            return  # the app closed while the store was being read: nothing left to draw on
 
     def _show(self, snapshot: Snapshot) -> None:
         self.query_one(RunHeader).snapshot = snapshot
@@ -206,6 +214,7 @@ class MonitorApp(App[None]):
     async def action_quit(self) -> None:
         if self.live and self.supervisor is not None and self.run_state is None:
             self.supervisor.request_stop()  # quitting a live monitor stops its run cleanly
-        if self.reader is not None:
-            self.reader.close()
+        if self.reader is not None and not self._reading:
+            self.reader.close()  # (a read in flight closes it when it ends)
+        self._quitting = True
         self.exit()

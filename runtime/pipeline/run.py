@@ -29,7 +29,7 @@ from isheep.runtime.store import DB_NAME, RunStore, checkpoint_from_row, model_r
 from isheep.runtime.training import TrlBackend
 
 from .evaluation import Evaluator
-from .runlog import run_log
+from .runlog import RunLog
 from .stats import RoundSummary, RunStats
 from .supervisor import Supervisor
 from .updater import ModelUpdater
@@ -125,6 +125,8 @@ class Run:
 
     async def _open(self) -> None:
         config, folder = self.config, self.folder
+        log_file = RunLog()
+        self._stack.callback(log_file.close)  # released last: teardown's own messages still land in it
         if not self.resume and (folder / DB_NAME).exists():
             raise UserError(f"{folder} already holds a run; continue it with --resume {folder}")
         # Inputs first: a bad seed file or template must not leave a half-made run folder.
@@ -147,7 +149,7 @@ class Run:
             server.on_event = lambda level, message: store.event("server", message, level=level)
             self._stack.callback(setattr, server, "on_event", None)  # the store closes first
         secrets = [ep.resolved_key(self.environ) or "" for ep in config.endpoints] + serving.secrets
-        self._stack.enter_context(run_log(folder, secrets))
+        log_file.attach(folder, secrets)
         log.info("run %s: model %s on %s", folder, self.model, ", ".join(serving.pool.urls))
         inputs.history = [SeedTask(instruction=i, input=x) for i, x in store.screened_tasks()]
         self.supervisor = await self._build(store, serving, inputs, eval_prompts)

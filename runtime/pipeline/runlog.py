@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 from pathlib import Path
-from typing import Iterator
 
 
 class Redact(logging.Filter):
@@ -26,19 +24,29 @@ class Redact(logging.Filter):
         return True
 
 
-@contextlib.contextmanager
-def run_log(folder: Path, secrets: list[str]) -> Iterator[logging.Handler]:
-    """Send the ``isheep`` logger to ``folder/run.log`` (user-only) while the block runs."""
-    path = folder / "run.log"
-    path.touch(mode=0o600, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(Redact(secrets))
-    root = logging.getLogger("isheep")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        handler.close()
+class RunLog:
+    """The ``isheep`` logger's file in the run folder, attached once the folder exists.
+
+    Its owner registers :meth:`close` first and attaches later, so the file is the last thing
+    released: whatever is logged while the rest of a run is torn down still lands in it.
+    """
+
+    def __init__(self) -> None:
+        self._handler: logging.Handler | None = None
+
+    def attach(self, folder: Path, secrets: list[str]) -> None:
+        path = folder / "run.log"
+        path.touch(mode=0o600, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(Redact(secrets))
+        root = logging.getLogger("isheep")
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        self._handler = handler
+
+    def close(self) -> None:
+        if self._handler is not None:
+            logging.getLogger("isheep").removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None

@@ -105,15 +105,18 @@ class Supervisor:
             while k <= self.config.rounds:
                 task = asyncio.create_task(self._round(k), name=f"round-{k}")
                 stop = asyncio.create_task(self._stop.wait())
-                done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+                try:
+                    done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+                    if not task.done():  # a stop request, or this run itself cancelled (a second Ctrl-C)
+                        task.cancel()
+                        await asyncio.gather(task, return_exceptions=True)
                 if task not in done:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
                     self.stopped = True
                     self.stats.state = "stopped"
                     self.store.event("stopped", f"stopped by request during round {k}", round=k)
                     break
-                stop.cancel()
                 task.result()
                 k += 1
                 if self.finish_after_round and k <= self.config.rounds:

@@ -116,3 +116,15 @@ async def test_what_the_run_says_before_the_screen_exists_is_shown_and_a_failure
         assert any("exited during start-up" in line for line in lines)
         assert "failed" in str(app.query_one(RunHeader).render())
     await task
+
+
+async def test_a_refresh_that_ends_after_the_monitor_closed_draws_nothing(tmp_path):
+    # The store is read on a thread; if the app closes meanwhile (q, or the end of a live run),
+    # the read's result has no screen to go to. It once crashed the app with NoMatches.
+    folder = make_finished_run(tmp_path / "run")
+    app = MonitorApp(folder, refresh_s=60)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _until(pilot, lambda: app.snapshot is not None)
+    await app.refresh_data()  # after the screen is gone: must not raise
+    assert app.snapshot is not None and app.snapshot.state == "done"
+    app.reader.close()

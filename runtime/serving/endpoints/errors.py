@@ -47,8 +47,9 @@ def key_refused(url: str, status: int | None) -> EndpointUnavailable | None:
 
 
 async def send(session: aiohttp.ClientSession, method: str, url: str, *, body: Any = None,
-               params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> bytes:
-    """Send one request and return the body of a 2xx answer.
+               params: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+               typed: bool = False) -> bytes:
+    """Send one request and return the body of a 2xx answer (``typed``: the session already says JSON).
 
     Raises:
         EndpointError: ``http_<status>`` for any other status (with ``Retry-After``), ``timeout``,
@@ -57,7 +58,8 @@ async def send(session: aiohttp.ClientSession, method: str, url: str, *, body: A
     data = None
     if body is not None:
         data = json.dumps(body)
-        headers = {**_JSON, **headers} if headers else _JSON
+        if not typed:
+            headers = {**_JSON, **headers} if headers else _JSON
     try:
         async with session.request(method, url, data=data, params=params, headers=headers) as resp:
             raw = await resp.read()

@@ -48,7 +48,7 @@ class HttpEndpoint(Endpoint):
         return self._session
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        return parse_json(await send(self._client(), method, self.base_url + path, body=body))
+        return parse_json(await send(self._client(), method, self.base_url + path, body=body, typed=True))
 
     async def chat(self, body: dict[str, Any]) -> Completion:
         return completion_from_json(await self._request("POST", "/chat/completions", body), "chat")
