@@ -13,7 +13,8 @@ isheep.Run(config) as run: await run.execute()``); ``isheep.agents`` holds the r
 :class:`~isheep.agents.Role` interface a replacement role implements.
 """
 
-from isheep.runtime.core.config import RunConfig, load_config
+from isheep.runtime.core.config import RunConfig
+from isheep.runtime.core.loading import load_config
 from isheep.runtime.core.errors import UserError
 from isheep.runtime.pipeline import Run, RunResult, arun, run
 from isheep.runtime.store import RunStore, export_run

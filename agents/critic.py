@@ -1,11 +1,16 @@
 """The Self-Critic: the model grades each pair twice, for quality and for instruction following
 (recipe step 6), each on a 1-10 scale with a short explanation.
 
-Where the endpoint supports it, the reply is constrained with a JSON schema
-(``response_format``), which makes a small model's scores parseable. In ``auto`` mode the
-first refusal of ``response_format`` (HTTP 400) switches the critic to the recipe's text form,
-``<score>||<explanation>``, for the rest of the run. A reply that cannot be read as a score
-from 1 to 10 is not an error: its score is None, and the Curator rejects the pair for it.
+Two styles. ``authors``: I-SHEEP's two plain prompts (their criteria, anchors and the
+``<score>||<explanation>`` reply format, in our own words), sent as plain text where the
+endpoint serves completions; quality is asked first, and following only when quality could be
+read, as theirs. ``judge``: chat prompts that ask for a JSON object, constrained with a JSON
+schema (``response_format``) where the endpoint honours one; in ``auto`` mode an endpoint that
+refuses the schema (or ignores it) gets text prompts from then on, and the pair that found out
+is asked again, so no item is lost. Either way the reply is read by :func:`parse_score`. A
+reply that cannot be read as a score from 1 to 10 is not an error: its score is None, and the
+Curator rejects the pair for it. With ``enabled = false`` (Self-Instruct, Dromedary's round) no
+one judges: pairs go on unjudged and the Curator keeps them.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import re
 from typing import ClassVar, Literal
 
 from isheep.runtime.core.config import CriticConfig
-from isheep.runtime.core.endpoint import Client, EndpointError
+from isheep.runtime.core.endpoint import Client, Completion, EndpointError
 from isheep.runtime.core.errors import GarbageOutput
 from isheep.runtime.core.messages import Assessment, Response, Score, Verdict
 from isheep.runtime.core.roles import Aspect, CriticRole, RoundContext
@@ -39,30 +44,59 @@ FORMAT_TEXT = ("Reply with the score, two vertical bars, then a one-sentence exp
 FORMAT_JSON = ('Reply with a JSON object with the keys "score" (an integer from 1 to 10) and "explanation" '
                '(one sentence).')
 
-_JSON_PREFIX = re.compile(r'^\{\s*"score"\s*:\s*"?(\d{1,3})"?\s*,')  # a reply cut off in the explanation
-_TEXT_SCORE = re.compile(r"^\W*(\d{1,3})(?:\s*/\s*10)?\W*?\s*\|\|\s*(.*)$", re.DOTALL)
-_NUMBER = re.compile(r"^\s*(\d{1,3})\s*(?:/\s*10)?\s*$")
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
+_JSON_PREFIX = re.compile(r'^\{\s*"score"\s*:\s*"?(\d{1,3}(?:\.\d+)?)"?\s*,')  # cut off in the explanation
+_LEAD = re.compile(r"^\s*\W*")
+_LABEL = re.compile(r"(?:(?:the|my|final|overall)\s+)*(?:score|rating|grade|quality|(?:instruction\s+)?following)"
+                    r"(?:\s+score)?(?:\s*\([^)]*\))?(?:\s+is)?\s*[:=\-]?\s*", re.IGNORECASE)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_SCALE = re.compile(r"\s*(?:/|out\s+of)\s*(\d+)", re.IGNORECASE)
 
 
-def _valid(value: object) -> int | None:
+def _scaled(number: float) -> int | None:
+    """A score on the 1-10 scale as written (safely stricter than rounding first), rounded half to even."""
+    return round(number) if 1 <= number <= 10 else None
+
+
+def _from_json(value: object) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and _NUMBER.match(value):
-        number = int(_NUMBER.match(value).group(1))  # type: ignore[union-attr]
-    else:
-        return None
-    return number if 1 <= number <= 10 else None
+    if isinstance(value, (int, float)):
+        return _scaled(float(value))
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", value):
+        return _scaled(float(value))
+    return None
+
+
+def _strip_lead(text: str) -> tuple[str, bool]:
+    """Leading space and punctuation off (as the authors' parser); True if they ended in a minus sign."""
+    lead = _LEAD.match(text).group()  # type: ignore[union-attr]
+    rest = text[len(lead):]
+    return rest, lead.endswith("-") and rest[:1].isdigit()
+
+
+def _from_text(text: str) -> tuple[int | None, str]:
+    """I-SHEEP's authors' reading (a leading number after any punctuation), plus a leading label."""
+    rest, negative = _strip_lead(text)
+    label = _LABEL.match(rest)
+    if label and label.end():
+        rest, negative = _strip_lead(rest[label.end():])
+    number = _NUMBER.match(rest)
+    if negative or number is None:
+        return None, ""
+    after = rest[number.end():]
+    scale = _SCALE.match(after)
+    if scale is not None:
+        if scale.group(1) != "10":
+            return None, ""  # a score on another scale is not one on this one
+        after = after[scale.end():]
+    explanation = text.split("||", 1)[1] if "||" in text else _LEAD.sub("", after)
+    return _scaled(float(number.group())), explanation.strip()
 
 
 def parse_score(raw: str) -> Score:
-    """Read ``{"score": 9, "explanation": ...}`` or ``9||...`` (also ``9/10||...``); else value None."""
-    text = raw.strip()
-    if text.startswith("```"):
-        text = text.strip("`").removeprefix("json").strip()
+    """Read a critic's reply: ``9||...``, ``9. ...``, ``**9**``, ``Score: 9/10``, a JSON object... else None."""
+    text = _FENCE.sub("", raw.strip()).strip()
     if text.startswith("{"):
         try:
             data = json.loads(text)
@@ -70,42 +104,44 @@ def parse_score(raw: str) -> Score:
             data = None
         if isinstance(data, dict):
             explanation = data.get("explanation", "")
-            return Score(value=_valid(data.get("score")), raw=raw,
+            return Score(value=_from_json(data.get("score")), raw=raw,
                          explanation=explanation if isinstance(explanation, str) else str(explanation))
         prefix = _JSON_PREFIX.match(text)
         if prefix:  # the token limit cut the explanation; the score came first and is whole
-            return Score(value=_valid(int(prefix.group(1))), raw=raw, explanation="(cut off)")
-    match = _TEXT_SCORE.match(text)
-    if match:
-        return Score(value=_valid(int(match.group(1))), explanation=match.group(2).strip(), raw=raw)
-    return Score(value=None, raw=raw)
+            return Score(value=_scaled(float(prefix.group(1))), raw=raw, explanation="(cut off)")
+        return Score(value=None, raw=raw)
+    value, explanation = _from_text(text)
+    return Score(value=value, explanation=explanation if value is not None else "", raw=raw)
 
 
 class Critic(CriticRole):
     """Scores each pair twice (quality, instruction following) with the configured model.
 
     Args:
-        config: The ``[critic]`` section.
+        config: The ``[critic]`` section (each round's replaces it at the round's start).
         pool: Where requests go (a base-model critic may have a server of its own).
         models: The served models; ``config.model`` says which one judges.
-        templates: The two judge prompts, by aspect.
+        templates: The prompts by style (``authors``, ``judge``), then by aspect.
     """
 
     name: ClassVar[str] = "critic"
 
-    def __init__(self, config: CriticConfig, pool: Client, models: Models, templates: dict[Aspect, str]) -> None:
+    def __init__(self, config: CriticConfig, pool: Client, models: Models,
+                 templates: dict[str, dict[Aspect, str]]) -> None:
         self.config = config
         self.pool = pool
         self.models = models
         self.templates = templates
-        #: "json" or "text"; in auto mode it starts as json and may fall back once.
+        #: judge style: "json" or "text"; in auto mode it starts as json and may fall back once.
         self.mode: Literal["json", "text"] = "text" if config.structured == "text" else "json"
         self.fell_back = False
+        self._completions = True  # until the endpoints say they only do chat
         self._unparseable_streak = 0
         self._context: RoundContext | None = None
 
     async def on_round_start(self, context: RoundContext) -> None:
         self._context = context
+        self.config = context.config.critic
 
     @property
     def model(self) -> ServedModel:
@@ -113,36 +149,55 @@ class Critic(CriticRole):
 
     def prompt(self, aspect: Aspect, response: Response) -> str:
         inst = response.instruction
-        return self.templates[aspect].format(
-            instruction=inst.instruction,
-            input_block=f"\n[Input]\n{inst.input}\n" if inst.input else "",
-            response=response.text,
-            format=FORMAT_JSON if self.mode == "json" else FORMAT_TEXT,
-        )
+        if self.config.style == "authors":
+            task = f"{inst.instruction} {inst.input}" if inst.input else inst.instruction
+            return self.templates["authors"][aspect].format(task=task, response=response.text)
+        return self.templates["judge"][aspect].format(
+            instruction=inst.instruction, input_block=f"\n[Input]\n{inst.input}\n" if inst.input else "",
+            response=response.text, format=FORMAT_JSON if self.mode == "json" else FORMAT_TEXT)
 
     async def score(self, aspect: Aspect, response: Response, model: ServedModel | None = None) -> Score:
-        """One assessment of one pair (the evaluation gate uses this too)."""
-        return await self._ask(aspect, response, model or self.model)
+        """One assessment of one answer (the evaluation gate uses this too)."""
+        return parse_score((await self._ask(aspect, response, model or self.model)).text)
 
-    async def _ask(self, aspect: Aspect, response: Response, model: ServedModel) -> Score:
+    async def _ask(self, aspect: Aspect, response: Response, model: ServedModel) -> Completion:
+        c = self.config
+        body: dict = {"model": model.name, "temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.max_tokens}
+        if c.stop:
+            body["stop"] = list(c.stop)
+        if c.style == "authors":
+            if c.api == "completions" or c.api == "auto" and self._completions:
+                try:
+                    return await self.pool.complete({**body, "prompt": self.prompt(aspect, response)})
+                except EndpointError as err:
+                    if c.api == "completions" or err.reason != "completions_refused":
+                        raise
+                    self._completions = False  # chat from now on
+            return await self.pool.chat({**body, "messages": [{"role": "user", "content": self.prompt(aspect, response)}]})
         while True:
             mode = self.mode
-            body = {"model": model.name, "temperature": self.config.temperature,
-                    "max_tokens": self.config.max_tokens,
-                    "messages": [{"role": "user", "content": self.prompt(aspect, response)}]}
-            if mode == "json":
-                body["response_format"] = RESPONSE_FORMAT
+            ask = {**body, "messages": [{"role": "user", "content": self.prompt(aspect, response)}]}
             try:
-                completion = await self.pool.chat(body)
+                return await self.pool.chat({**ask, "response_format": RESPONSE_FORMAT} if mode == "json" else ask)
             except EndpointError as err:
-                if mode == "json" and err.status == 400 and self.config.structured == "auto":
+                if mode != "json" or err.reason != "schema_refused" or c.structured != "auto":
+                    raise
+                # Asked again in text for this pair; the whole critic turns to text once no endpoint honours it.
+                if not self.pool.supports("response_format"):
                     self._fall_back()
-                    continue
-                raise
-            return parse_score(completion.text)
+                else:
+                    return await self.pool.chat({**body, "messages": [{"role": "user", "content": self._text_prompt(
+                        aspect, response)}]})
+
+    def _text_prompt(self, aspect: Aspect, response: Response) -> str:
+        mode, self.mode = self.mode, "text"
+        try:
+            return self.prompt(aspect, response)
+        finally:
+            self.mode = mode
 
     def _fall_back(self) -> None:
-        """The endpoint refused ``response_format``: parse text replies from now on (said once)."""
+        """No endpoint honours ``response_format``: text prompts from now on (said once)."""
         self.mode = "text"
         if not self.fell_back and self._context is not None:
             self._context.note("critic", "endpoint refused response_format; the critic parsed text replies", "info")
@@ -150,19 +205,29 @@ class Critic(CriticRole):
 
     async def handle(self, message: Response) -> Assessment | Verdict:
         model = self.model
+        if not self.config.enabled:
+            return Assessment(id=message.id, round=message.round, model_version=model.version, response=message,
+                              quality=Score(), following=Score(), judged=False)
         try:
-            quality, following = await asyncio.gather(
-                self._ask("quality", message, model), self._ask("following", message, model))
+            if self.config.style == "authors":  # following is asked only of pairs whose quality could be read
+                quality = await self.score("quality", message, model)
+                following = await self.score("following", message, model) if quality.value is not None else Score()
+            else:
+                quality, following = await asyncio.gather(
+                    self.score("quality", message, model), self.score("following", message, model))
         except EndpointError as err:
             return Verdict(id=message.id, round=message.round, model_version=model.version, status="failed",
                            stage="critic", reason=err.reason)
-        if quality.value is None and following.value is None:
-            self._unparseable_streak += 1
-            if self._unparseable_streak >= self.config.max_unparseable_streak:
-                raise GarbageOutput(
-                    f"the critic's last {self._unparseable_streak} replies could not be read as scores "
-                    f"(last: {quality.raw[:80]!r}); check the model, or set critic.structured")
-        else:
-            self._unparseable_streak = 0
+        self._count_unparseable(quality, following)
         return Assessment(id=message.id, round=message.round, model_version=model.version, response=message,
                           quality=quality, following=following)
+
+    def _count_unparseable(self, quality: Score, following: Score) -> None:
+        if quality.value is not None or following.value is not None:
+            self._unparseable_streak = 0
+            return
+        self._unparseable_streak += 1
+        if self._unparseable_streak >= self.config.max_unparseable_streak:
+            raise GarbageOutput(
+                f"the critic's last {self._unparseable_streak} replies could not be read as scores "
+                f"(last: {quality.raw[:80]!r}); check the model, or set critic.style / critic.structured")

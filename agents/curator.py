@@ -1,6 +1,7 @@
 """The Curator: keeps a pair only when both self-assessed scores are above their thresholds
 (recipe step 7: quality > 8 and following > 8, so 9s and 10s). Every other pair is rejected
-with the score that failed it, and stays in the store for audit.
+with the score that failed it, and stays in the store for audit. In a round without a critic
+every pair that reaches it is kept.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from isheep.runtime.core.roles import Role
 
 
 def decide(assessment: Assessment, config: CuratorConfig) -> tuple[bool, str | None]:
-    """(keep, reason): the first failing check names the reason."""
+    """(keep, reason): the first failing check names the reason; an unjudged pair is kept."""
+    if not assessment.judged:  # no critic this round: the rule filters alone decided (Self-Instruct, Dromedary)
+        return True, None
     quality, following = assessment.quality.value, assessment.following.value
     if quality is None:
         return False, "critic_unparseable:quality"

@@ -36,6 +36,7 @@ class Trainer(TrainerRole):
         self.received = 0
 
     async def on_round_start(self, context: RoundContext) -> None:
+        self.config = context.config.trainer
         self.received = 0
 
     async def handle(self, message: Verdict) -> None:

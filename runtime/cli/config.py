@@ -1,4 +1,5 @@
-"""``isheep config``: every config key with its default and doc, generated from the config model."""
+"""``isheep config [--recipe NAME]``: every config key with its default (the recipe's, where it sets
+one) and its doc, generated from the config model."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import json
 import sys
 from typing import Any, ClassVar
 
+import tomli_w
 from pydantic import BaseModel
 
 from isheep.runtime.core.config import EndpointConfig, RunConfig
+from isheep.runtime.core.loading import load_config
+from isheep.runtime.core.recipes import DEFAULT_RECIPE
 
 from .base import Command
 
@@ -22,18 +26,18 @@ def _value(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
-def reference_toml() -> str:
-    """Every key with its default and its one-line doc, as commented TOML."""
-    lines = ["# isheep config reference: every key, its default, and what it does.",
+def reference_toml(recipe: str = DEFAULT_RECIPE) -> str:
+    """Every key with its default under ``recipe`` and its one-line doc, as commented TOML."""
+    lines = [f"# isheep config reference: every key, its default under the recipe {recipe!r}, and what it does.",
              "# Copy what you need into your own file; unset keys keep these defaults.", ""]
-    defaults = RunConfig()
+    defaults = load_config(overrides={"recipe": recipe}, environ={})
     sections: list[tuple[str, BaseModel]] = []
     for name, field in RunConfig.model_fields.items():
         value = getattr(defaults, name)
         if isinstance(value, BaseModel):
             sections.append((name, value))
             continue
-        if name == "endpoints":
+        if name in ("endpoints", "per_round"):
             continue
         lines.append(f"# {field.description or ''}")
         lines.append(f"{'# ' if value is None else ''}{name} = {_value(value)}")
@@ -53,6 +57,9 @@ def reference_toml() -> str:
             doc = field.description or ""
             lines.append(f"# {doc}" if doc else "#")
             lines.append(f"{'# ' if value is None else ''}{name} = {_value(value)}")
+    lines += ["", f"# {RunConfig.model_fields['per_round'].description}"]
+    if defaults.per_round:
+        lines.append(tomli_w.dumps({"per_round": {str(k): v for k, v in defaults.per_round.items()}}).strip())
     return "\n".join(lines) + "\n"
 
 
@@ -62,6 +69,10 @@ class ConfigCommand(Command):
     name: ClassVar[str] = "config"
     help: ClassVar[str] = "print every config key with its default and doc (TOML)"
 
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="show the defaults of this recipe")
+
     def run(self, args: argparse.Namespace) -> int:
-        sys.stdout.write(reference_toml())
+        sys.stdout.write(reference_toml(args.recipe))
         return 0

@@ -23,12 +23,13 @@ from .doctor import DoctorCommand
 from .export import ExportCommand
 from .model import ModelCommand
 from .monitor import MonitorCommand
+from .recipes import RecipesCommand
 from .run import RunCommand
 from .serve import ServeCommand
 
 #: In the order ``isheep --help`` lists them.
-COMMANDS: tuple[type[Command], ...] = (RunCommand, ExportCommand, ConfigCommand, MonitorCommand, ServeCommand,
-                                       ModelCommand, DoctorCommand)
+COMMANDS: tuple[type[Command], ...] = (RunCommand, RecipesCommand, ExportCommand, ConfigCommand, MonitorCommand,
+                                       ServeCommand, ModelCommand, DoctorCommand)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("isheep: aborted\n")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (isheep recipes | head): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - a bug: keep the traceback, show one line
         fd, path = tempfile.mkstemp(prefix="isheep-crash-", suffix=".txt")
         with os.fdopen(fd, "w") as fh:

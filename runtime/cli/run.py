@@ -7,7 +7,8 @@ import asyncio
 from pathlib import Path
 from typing import Any, ClassVar
 
-from isheep.runtime.core.config import RunConfig, load_config, parse_set_option
+from isheep.runtime.core.config import RunConfig
+from isheep.runtime.core.loading import load_config, parse_set_option
 from isheep.runtime.core.errors import UserError
 from isheep.runtime.pipeline import Run, RunResult
 from isheep.runtime.store import RunStore
@@ -15,7 +16,7 @@ from isheep.runtime.store import RunStore
 from .base import EXIT_INTERRUPTED, Command, positive, run_interruptible, say
 
 #: Flags that set one config key each.
-_FLAG_KEYS = (("model", "model"), ("rounds", "rounds"), ("round_size", "round_size"),
+_FLAG_KEYS = (("recipe", "recipe"), ("model", "model"), ("rounds", "rounds"), ("round_size", "round_size"),
               ("max_proposed", "max_proposed"), ("train", "trainer.backend"), ("swap", "swap.strategy"))
 
 
@@ -28,6 +29,9 @@ class RunCommand(Command):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--config", type=Path, help="TOML config file")
+        parser.add_argument("--recipe", metavar="NAME",
+                            help="the method whose defaults apply: isheep (default), dromedary, self-instruct... "
+                                 "(isheep recipes lists them)")
         parser.add_argument("--endpoint", action="append", metavar="URL",
                             help="OpenAI-compatible base URL (repeat for a pool); default: OPENAI_BASE_URL")
         parser.add_argument("--model", help="served model name (default: the only model the endpoint serves)")

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from isheep.runtime.core.config import load_config, parse_set_option
+from isheep.runtime.core.loading import load_config, parse_set_option
 
 from .base import Command, run_interruptible, say
 

@@ -3,9 +3,10 @@
 Everything else in isheep may import from here; nothing here imports anything else of isheep.
 """
 
-from .config import RunConfig, load_config
+from .config import RunConfig
 from .endpoint import Client, Completion, EndpointError
 from .errors import ConfigError, EndpointUnavailable, GarbageOutput, UserError
+from .loading import load_config
 from .roles import ROLE_NAMES, CriticRole, Role, Roles, RoundContext, TrainerRole
 from .types import Checkpoint, Models, ServedModel, TrainBackend, TrainingFailed, TrainRequest
 

@@ -1,14 +1,12 @@
 """Every knob of a run in one typed object, with its default and a one-line doc.
 
-Defaults follow the I-SHEEP recipe (``shared/notes/isheep-recipe.md``). Sources, weakest
-first: defaults, a TOML file, the environment (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``),
-command-line flags. Nothing is read from globals after :func:`load_config` returns.
+The defaults here are the runtime's own; a recipe (``prompts/recipes/<name>/recipe.toml``, the
+published method's numbers) applies on top of them, and the user's config on top of the
+recipe (:mod:`.loading`). Nothing is read from globals once a config is built.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
@@ -16,17 +14,36 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from .recipes import merge
 
 #: Words that make the recipe drop an instruction (tasks a text model cannot do).
 RECIPE_BLACKLIST = (
     "image", "images", "graph", "graphs", "picture", "pictures", "file", "files",
     "map", "maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram",
 )
+
+
+#: How a role's requests reach the model: the chat API, plain text completions, or completions
+#: where the endpoint serves them and chat otherwise.
+Api = Literal["auto", "chat", "completions"]
+
+#: The Proposer's rule filters, named by the reason they give a dropped instruction.
+INSTRUCTION_FILTERS = ("structure", "length", "blacklist", "blacklist_input", "starts_with_punctuation",
+                       "non_ascii_start", "write_a_program", "input_says_noinput", "format_leak", "url",
+                       "placeholder", "input_in_instruction")
+DEFAULT_INSTRUCTION_FILTERS = ("length", "blacklist", "non_ascii_start", "starts_with_punctuation", "format_leak",
+                               "url", "input_says_noinput", "input_in_instruction")
+#: The Responder's rule filters, named by the reason they give a dropped answer.
+RESPONSE_FILTERS = ("empty_response", "role_leak", "role_lines", "answer_choices", "noinput_in_response", "can_you",
+                    "do_you", "question_after_break", "choice_letters", "cjk", "apology_start")
+DEFAULT_RESPONSE_FILTERS = ("empty_response", "role_leak", "answer_choices", "noinput_in_response")
+
+
+def _known(names: list[str], known: tuple[str, ...], what: str) -> list[str]:
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} filter(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    return names
 
 
 class _Section(BaseModel):
@@ -84,9 +101,11 @@ class ProposerConfig(_Section):
     """Instruction synthesis (recipe steps 1-3)."""
 
     workers: int = Field(4, ge=1, le=1024, description="Concurrent proposal requests.")
-    api: Literal["chat", "completions"] = Field(
-        "chat", description="chat: meta-prompt as a user turn; completions: the model continues the list."
-    )
+    api: Api = Field("chat", description=(
+        "chat: meta-prompt as a user turn; completions: the model continues the list; auto: completions where "
+        "the endpoint serves them, chat otherwise."))
+    layout: Literal["fields", "list"] = Field("fields", description=(
+        "Examples as '###'-separated 'N. Instruction:'/'N. Input:' blocks, or one numbered instruction a line."))
     num_examples: int = Field(5, ge=1, le=50, description="In-context seed examples per call.")
     num_machine_examples: int = Field(
         0, ge=0, le=50, description="Extra in-context examples drawn from this run's instructions (Self-Instruct uses 2)."
@@ -95,18 +114,37 @@ class ProposerConfig(_Section):
     temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature of proposals.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling of proposals.")
     max_tokens: int = Field(1000, ge=16, description="Tokens per proposal reply.")
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="Presence penalty of proposals (Self-Instruct: 2).")
+    stop: list[str] = Field(default_factory=list, description="Stop strings of proposal requests.")
+    drop_truncated_reply: bool = Field(False, description=(
+        "Discard a whole reply cut off by max_tokens (Self-Instruct); otherwise only its last, cut task."))
+    filters: list[str] = Field(default_factory=lambda: list(DEFAULT_INSTRUCTION_FILTERS), description=(
+        "Rule filters an instruction must pass, in order: " + ", ".join(INSTRUCTION_FILTERS) + "."))
     rouge_threshold: float = Field(0.7, gt=0, le=1, description="Reject if ROUGE-L F against the history exceeds this.")
     min_words: int = Field(4, ge=1, description="Instructions with fewer words are dropped (recipe: 3 or fewer).")
     max_words: int = Field(150, ge=1, description="Instructions with more words are dropped.")
     blacklist: list[str] = Field(default_factory=lambda: list(RECIPE_BLACKLIST), description="Dropped words.")
     seeds: Path | None = Field(None, description="Seed tasks (JSONL); default: the shipped seed set.")
-    template: Path | None = Field(None, description="Meta-prompt template; default: prompts/propose.txt.")
+    template: Path | None = Field(None, description="Meta-prompt template; default: the recipe's propose.txt.")
+    topic_share: float = Field(0.0, ge=0, le=1, description=(
+        "Share of proposal calls that ask for topic-guided red-teaming questions (Dromedary) instead."))
+    topics: Path | None = Field(None, description="Question types and topics (JSONL); default: the recipe's.")
+    topics_template: Path | None = Field(None, description="Topic-guided prompt; default: the recipe's.")
+    replay_round: int = Field(0, ge=0, description=(
+        "0: the model writes new instructions; N: ask again, in order, every instruction of round N that passed "
+        "the filters (Dromedary's verbose cloning regenerates the answers to its own prompts)."))
     min_pending: int = Field(
         0, ge=0, description="Screened instructions kept in flight at least, even near the quota (server batching)."
     )
     max_barren_calls: int = Field(
         50, ge=1, description="Stop the run if this many calls in a row yield no parseable instruction."
     )
+
+
+    @field_validator("filters")
+    @classmethod
+    def _check_filters(cls, names: list[str]) -> list[str]:
+        return _known(names, INSTRUCTION_FILTERS, "instruction")
 
 
 class ResponderConfig(_Section):
@@ -116,22 +154,48 @@ class ResponderConfig(_Section):
     temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature of answers.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling of answers.")
     max_tokens: int = Field(1000, ge=1, description="Tokens per answer.")
+    stop: list[str] = Field(default_factory=list, description="Stop strings of answer requests.")
     system_prompt: str | None = Field(None, description="System turn; None keeps the model's own default.")
     drop_truncated: bool = Field(True, description="Reject answers cut off by max_tokens.")
+    filters: list[str] = Field(default_factory=lambda: list(DEFAULT_RESPONSE_FILTERS), description=(
+        "Rule filters an answer must pass: " + ", ".join(RESPONSE_FILTERS) + "."))
+    api: Api = Field("chat", description=(
+        "How a fine-tuned model is asked: chat (its chat template), completions (the plain prompt) or auto."))
+    base_api: Api = Field("chat", description=(
+        "How the base model is asked (round 1): I-SHEEP's authors sent it the plain prompt (completions)."))
+    style: Literal["direct", "principles", "verbose"] = Field("direct", description=(
+        "direct: the instruction alone; principles: principles and worked examples first, only the final answer "
+        "kept (Dromedary); verbose: a prompt that asks for detailed answers (Dromedary's verbose cloning)."))
+    template: Path | None = Field(None, description="The style's prompt; default: the recipe's respond_<style>.txt.")
+    principles: Path | None = Field(None, description="Principles of the principles style; default: the recipe's.")
+    exemplars: Path | None = Field(None, description="Worked examples of the principles style; default: the recipe's.")
+
+
+    @field_validator("filters")
+    @classmethod
+    def _check_filters(cls, names: list[str]) -> list[str]:
+        return _known(names, RESPONSE_FILTERS, "response")
 
 
 class CriticConfig(_Section):
     """Self-assessment (recipe step 6): quality and instruction following, 1-10 each."""
 
+    enabled: bool = Field(True, description="Assess pairs; off: the rule filters alone decide (Self-Instruct).")
     workers: int = Field(32, ge=1, le=4096, description="Concurrent pairs being assessed (two requests each).")
+    style: Literal["authors", "judge"] = Field("judge", description=(
+        "authors: I-SHEEP's two plain scoring prompts, '<score>||<explanation>' replies; judge: chat prompts "
+        "with a JSON schema where the endpoint supports one."))
+    api: Api = Field("chat", description="How the judge is asked: chat, completions (plain text) or auto.")
     structured: Literal["auto", "json", "text"] = Field(
-        "auto", description="json: response_format schema; text: parse '<score>||<why>'; auto: json, text if refused."
-    )
+        "auto", description="judge style: json: response_format schema; text: parse '<score>||<why>'; auto: json, "
+        "text where the schema is refused.")
     model: Literal["current", "base"] = Field("current", description="Which model assesses.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature of assessments (0: greedy).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of assessments.")
     max_tokens: int = Field(256, ge=8, description="Tokens per assessment reply.")
-    quality_template: Path | None = Field(None, description="Default: prompts/critic_quality.txt.")
-    following_template: Path | None = Field(None, description="Default: prompts/critic_following.txt.")
+    stop: list[str] = Field(default_factory=list, description="Stop strings of assessment requests.")
+    quality_template: Path | None = Field(None, description="Default: the style's quality prompt.")
+    following_template: Path | None = Field(None, description="Default: the style's following prompt.")
     max_unparseable_streak: int = Field(
         50, ge=1, description="Stop the run if this many assessments in a row cannot be parsed."
     )
@@ -159,11 +223,16 @@ class TrainerConfig(_Section):
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha.")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
     lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-                                    description="Modules LoRA adapts (Dromedary: q, k, v, o).")
+                                    description="Modules LoRA adapts (Dromedary: q, k, v, o; ['all-linear']: all).")
     learning_rate: float | None = Field(None, gt=0, description="Default: 4e-4 for LoRA (Dromedary), 2e-5 full.")
     epochs: float = Field(2.0, gt=0, description="Epochs over the round's data (the authors used 2).")
     batch_size: int = Field(4, ge=1, description="Per-device batch size.")
-    gradient_accumulation: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    gradient_accumulation: int = Field(1, ge=1, description="Gradient accumulation steps (effective batch = both).")
+    warmup_steps: int = Field(0, ge=0, description="Learning-rate warm-up steps.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Warm-up as a share of all steps (used when steps are 0).")
+    scheduler: str = Field("linear", description="Learning-rate schedule (transformers' names: linear, cosine...).")
+    max_examples: int = Field(0, ge=0, description="Train on at most this many pairs a round, the first ones (0: all).")
+    eval_fraction: float = Field(0.0, ge=0, lt=1, description="Hold out this share of the pairs; eval loss reported.")
     max_length: int = Field(1024, ge=32, description="Tokens per training example (longer are truncated).")
     seed: int = Field(0, description="Training seed.")
     min_examples: int = Field(1, ge=1, description="Skip training (and the swap) when a round kept fewer pairs.")
@@ -228,14 +297,19 @@ class ServerConfig(_Section):
 
 
 class RunConfig(_Section):
-    """A whole run."""
+    """A whole run. ``per_round`` gives some keys other values in given rounds (a recipe's first
+    round, say): :meth:`for_round` is the config a round runs with."""
 
+    recipe: str = Field("isheep", description="The method whose defaults apply under this config ('isheep recipes').")
     name: str | None = Field(None, description="Run name; default: the run folder's name.")
     out: Path | None = Field(None, description="Run folder (created; must not hold another run).")
     model: str | None = Field(None, description="Served model name the roles ask for.")
     endpoints: list[EndpointConfig] = Field(default_factory=list, description="Pool of endpoints.")
     rounds: int = Field(6, ge=1, le=1000, description="Rounds to run (recipe: 6).")
-    round_size: int = Field(1000, ge=1, description="Kept pairs wanted per round.")
+    round_size: int = Field(1000, ge=1, description="What a round wants: kept pairs, or instructions (close_on).")
+    close_on: Literal["kept", "instructions"] = Field("kept", description=(
+        "kept: the round closes once round_size pairs are kept; instructions: once round_size instructions passed "
+        "the filters (I-SHEEP's authors), all of them then answered, judged and curated."))
     max_proposed: int = Field(10_000, ge=1, description="Cap on instructions proposed per round.")
     seed: int = Field(0, description="Seed for example sampling.")
     queue_size: int = Field(256, ge=1, description="Capacity of each queue between roles.")
@@ -249,9 +323,16 @@ class RunConfig(_Section):
     swap: SwapConfig = Field(default_factory=SwapConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    per_round: dict[int, dict[str, Any]] = Field(default_factory=dict, description=(
+        "Keys that take other values in a round: {1: {critic: {enabled: false}}}; the roles' sections, the round "
+        "volume and training (not serving or swaps)."))
 
     @model_validator(mode="after")
     def _check(self) -> "RunConfig":
+        for k in self.per_round:
+            if k < 1:
+                raise ValueError(f"per_round names round {k}; rounds count from 1")
+            self.for_round(k)  # an override that makes the round's config invalid fails here, at load
         if self.max_proposed < self.round_size:
             raise ValueError(f"max_proposed ({self.max_proposed}) is smaller than round_size ({self.round_size})")
         if self.proposer.min_words > self.proposer.max_words:
@@ -282,97 +363,23 @@ class RunConfig(_Section):
             return "none"
         return "reload" if self.managed else "none"
 
+    def for_round(self, k: int) -> "RunConfig":
+        """The config round ``k`` runs with: this one, with ``per_round[k]`` on top."""
+        override = self.per_round.get(k)
+        if not override:
+            return self
+        data = merge(self.model_dump(), override)
+        data["per_round"] = {}
+        try:
+            return RunConfig.model_validate(data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"per_round.{k}.{where}: {first['msg']}") from None
+
     def public_dict(self) -> dict[str, Any]:
         """The config as plain data with every secret left out (safe for the run folder)."""
         data = self.model_dump(mode="json", exclude_none=True)
         for endpoint in data.get("endpoints", []):
             endpoint.pop("api_key", None)
         return data
-
-
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], (dict, list)):
-        message += f" (got {first['input']!r})"
-    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{source}: {where}: {message}{more}"
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """Read a TOML config file; every failure is a one-line ConfigError."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-
-
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = data
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: {key} is not a section")
-        node = child
-    node[keys[-1]] = value
-
-
-def parse_set_option(item: str) -> tuple[str, Any]:
-    """Parse ``key.path=value``; the value is read as TOML, else taken as a string."""
-    if "=" not in item:
-        raise ConfigError(f"--set expects key=value, got {item!r}")
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key, value
-
-
-def load_config(
-    path: Path | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
-    base: Mapping[str, Any] | None = None,
-) -> RunConfig:
-    """Build a :class:`RunConfig` from defaults < ``base`` or file < environment < overrides.
-
-    ``overrides`` maps dotted keys (``proposer.temperature``) to values; ``base`` is used by
-    ``--resume`` (the config stored in the run folder) instead of a file.
-    """
-    environ = os.environ if environ is None else environ
-    data: dict[str, Any] = dict(base or {})
-    source = "config"
-    if path is not None:
-        data = read_toml(Path(path))
-        source = str(path)
-    env_url = environ.get("OPENAI_BASE_URL")
-    if env_url:
-        data["endpoints"] = [{**ep, "base_url": env_url} for ep in data.get("endpoints", [])[:1]] or [
-            {"base_url": env_url}
-        ]
-    try:
-        for key, value in (overrides or {}).items():
-            _set_dotted(data, key, value)
-        config = RunConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
-    env_key = environ.get("OPENAI_API_KEY")
-    if env_key:
-        for endpoint in config.endpoints:
-            if endpoint.api_key_env is None:
-                endpoint.api_key = SecretStr(env_key)
-    return config

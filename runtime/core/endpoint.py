@@ -55,3 +55,11 @@ class Client(abc.ABC):
     @abc.abstractmethod
     async def complete(self, body: dict[str, Any]) -> Completion:
         """POST /completions with ``body`` (model, prompt, sampling...)."""
+
+    def supports(self, feature: str) -> bool:
+        """Whether some endpoint still honours ``feature`` (``completions``, ``response_format``).
+
+        A request that needs a feature every endpoint refused fails with the reason
+        ``<feature>_refused`` (``completions_refused``, ``schema_refused``) without being sent.
+        """
+        return True

@@ -37,6 +37,16 @@ class SeedTask(BaseModel):
     input: str = ""
 
 
+class QuestionType(BaseModel):
+    """A kind of question for topic-guided red-teaming proposals (Dromedary), with its topics and an example."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    topics: tuple[str, ...]
+    question: str
+
+
 class ProposalRequest(BaseModel):
     """Ask the Proposer for one batch of new instructions."""
 
@@ -74,11 +84,12 @@ class Score(BaseModel):
 
 
 class Assessment(Message):
-    """The Self-Critic's two scores of a pair."""
+    """The Self-Critic's two scores of a pair (``judged`` False: no critic this round, no scores)."""
 
     response: Response
     quality: Score
     following: Score
+    judged: bool = True
 
 
 Status = Literal["kept", "rejected", "failed"]
@@ -86,6 +97,16 @@ Status = Literal["kept", "rejected", "failed"]
 #: Item states on the way through a round, and the final ones (every item ends in exactly one).
 PENDING_STATES = ("proposed", "responded", "assessed")
 FINAL_STATES: tuple[str, ...] = get_args(Status)
+
+
+def item_id(round: int, seq: int) -> str:
+    """The id of a round's ``seq``-th item: ``r02-000017`` (the one place the format is written)."""
+    return f"r{round:02d}-{seq:06d}"
+
+
+def item_seq(item_id: str) -> int:
+    """``r02-000017`` -> 17: an item's place in its round."""
+    return int(item_id.rsplit("-", 1)[1])
 
 
 def reason_kind(reason: str | None) -> str:

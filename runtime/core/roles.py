@@ -17,7 +17,8 @@ import abc
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Generic, Literal, TypeVar
 
-from .messages import Assessment, Response, Score, Verdict
+from .config import RunConfig
+from .messages import Assessment, Response, Score, SeedTask, Verdict
 from .types import Checkpoint, ServedModel, TrainRequest
 
 In = TypeVar("In")
@@ -33,14 +34,18 @@ Aspect = Literal["quality", "following"]
 class RoundContext:
     """The round a role works in, as the pipeline lends it.
 
+    ``config`` is the config this round runs with (a recipe may change keys in given rounds);
+    ``replay`` holds the instructions the round asks again (``proposer.replay_round``), if any;
     ``allocate(n)`` grants ids for up to ``n`` new items (fewer, or none, near the round's
     proposal cap): the round's account is the one place ids come from. ``note(kind, message,
     level)`` records a notable event (the monitor's log shows it).
     """
 
     round: int
+    config: RunConfig
     allocate: Callable[[int], list[str]]
     note: Callable[[str, str, str], None]
+    replay: tuple[SeedTask, ...] = ()
 
 
 class Role(abc.ABC, Generic[In, Out]):

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .config import TrainerConfig
+
 
 @dataclass
 class ServedModel:
@@ -44,6 +46,7 @@ class TrainRequest(BaseModel):
     init_adapter: Path | None = Field(None, description="LoRA adapter to continue (lora swaps, start_from=previous).")
     examples: list[dict[str, Any]] = Field(description="{'instruction', 'input', 'response', 'id', 'round'} each.")
     out_dir: Path
+    settings: TrainerConfig | None = Field(None, description="The round's training settings (default: the backend's).")
 
 
 class Checkpoint(BaseModel):

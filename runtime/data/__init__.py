@@ -2,6 +2,8 @@
 
 from .checks import EvalPrompt, load_eval_prompts, run_checks
 from .dedup import RougeIndex
-from .seeds import load_seeds, read_jsonl
+from .seeds import load_seeds, load_topics, read_jsonl
+from .templates import load_template, read_text
 
-__all__ = ["EvalPrompt", "RougeIndex", "load_eval_prompts", "load_seeds", "read_jsonl", "run_checks"]
+__all__ = ["EvalPrompt", "RougeIndex", "load_eval_prompts", "load_seeds", "load_template", "load_topics",
+           "read_jsonl", "read_text", "run_checks"]

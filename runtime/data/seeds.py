@@ -18,7 +18,7 @@ from pathlib import Path
 from isheep.prompts import default_path
 
 from isheep.runtime.core.errors import UserError
-from isheep.runtime.core.messages import SeedTask
+from isheep.runtime.core.messages import QuestionType, SeedTask
 
 #: Seed files larger than this are refused (a seed set is a few hundred tasks, not a corpus).
 MAX_SEED_BYTES = 64 * 1024 * 1024
@@ -89,3 +89,21 @@ def load_seeds(path: Path | None = None, *, minimum: int = 1) -> list[SeedTask]:
         raise UserError(f"seed file {source} holds {len(tasks)} task(s); the proposer samples {minimum} per call "
                         "(lower proposer.num_examples or add seeds)")
     return tasks
+
+
+def load_topics(path: Path) -> list[QuestionType]:
+    """Question types for topic-guided proposals: one JSON object a line with ``type``, ``topics`` (a
+    non-empty list of short phrases) and an example ``question``; every problem is one UserError."""
+    types = []
+    for _, where, row in read_jsonl(path, "topics file"):
+        if not isinstance(row, dict) or set(row) != {"type", "topics", "question"}:
+            raise UserError(f"{where}: expected an object with exactly 'type', 'topics' and 'question'")
+        topics = row["topics"]
+        if not isinstance(row["type"], str) or not isinstance(row["question"], str) or not isinstance(topics, list) \
+                or not topics or not all(isinstance(t, str) and t.strip() for t in topics):
+            raise UserError(f"{where}: 'type' and 'question' must be text and 'topics' a non-empty list of text")
+        types.append(QuestionType(type=row["type"].strip(), topics=tuple(t.strip() for t in topics),
+                                  question=row["question"].strip()))
+    if len(types) < 2:
+        raise UserError(f"topics file {path} needs at least two question types")
+    return types

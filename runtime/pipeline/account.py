@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from isheep.runtime.core.messages import Verdict, acceptance, reason_kind
+from isheep.runtime.core.messages import Verdict, acceptance, item_id, reason_kind
 
 
 @dataclass
@@ -18,12 +18,15 @@ class RoundAccount:
     """Counts of one round and the pacing of its proposals.
 
     ``proposed`` counts every instruction recorded (screened out or not), so at the end of a
-    round ``proposed == kept + sum(rejected) + sum(failed)``.
+    round ``proposed == kept + sum(rejected) + sum(failed)``. The round has enough when
+    ``quota`` pairs are kept (``close_on = "kept"``), or when ``quota`` instructions passed the
+    filters (``"instructions"``, I-SHEEP's authors: all of them are then answered and judged).
     """
 
     round: int
     quota: int
     cap: int
+    close_on: str = "kept"
     proposed: int = 0
     kept: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
@@ -48,7 +51,7 @@ class RoundAccount:
         self.proposed += granted
         first = self.next_seq
         self.next_seq += granted
-        return [f"r{self.round:02d}-{seq:06d}" for seq in range(first, first + granted)]
+        return [item_id(self.round, seq) for seq in range(first, first + granted)]
 
     def next_call(self) -> int:
         """The sequence number of a new proposal call (it seeds the call's example draw)."""
@@ -57,8 +60,13 @@ class RoundAccount:
 
     # -- the round's end ---------------------------------------------------------------------
     @property
+    def screened(self) -> int:
+        """Instructions that passed the filters: in the pipeline, or finished after it."""
+        return self.in_pipeline + self.screened_finished
+
+    @property
     def quota_met(self) -> bool:
-        return self.kept >= self.quota
+        return (self.screened if self.close_on == "instructions" else self.kept) >= self.quota
 
     def wants_more(self) -> bool:
         """Should proposing go on? Not once the quota is met (in-flight items still finish) or the cap reached."""
@@ -72,10 +80,13 @@ class RoundAccount:
         far too gloomy): the first proposals stop at ``quota`` items in flight. Proposers wait
         while this holds, which bounds the overshoot of a round without starving the pipeline:
         if the estimate was too hopeful, the in-flight items finish, this turns false, and
-        proposing resumes.
+        proposing resumes. Closing on instructions, the calls in flight are expected to bring
+        their share of screened instructions, whatever becomes of them later.
         """
-        rate = (self.kept + 10) / (self.screened_finished + 10)
         per_call = self.admitted_total / self.calls_done if self.calls_done else self.tasks_per_call
+        if self.close_on == "instructions":
+            return self.screened + self.calls_in_flight * per_call >= self.quota
+        rate = (self.kept + 10) / (self.screened_finished + 10)
         coming = self.in_pipeline + self.calls_in_flight * per_call
         if coming < self.min_pending:
             return False
@@ -83,6 +94,8 @@ class RoundAccount:
 
     def closing_reason(self) -> str:
         """Why the round's generation ended, for the rounds table."""
+        if self.quota_met and self.close_on == "instructions":
+            return f"{self.screened} instructions passed the filters ({self.kept} kept)"
         if self.quota_met:
             return f"quota met ({self.kept} kept)"
         return f"proposal cap reached ({self.proposed} proposed, {self.kept} kept)"

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
-from isheep.prompts import load_template
 from isheep.runtime.core.config import RunConfig
 from isheep.runtime.core.errors import UserError
 from isheep.runtime.core.messages import SeedTask
 from isheep.runtime.core.types import Models, ServedModel
-from isheep.runtime.data import load_eval_prompts, load_seeds
+from isheep.runtime.data import load_eval_prompts
 from isheep.runtime.serving import ServerMetrics, Serving, SwapError, open_serving
 from isheep.runtime.store import DB_NAME, RunStore, checkpoint_from_row, model_row_op
 from isheep.runtime.training import TrlBackend
@@ -33,7 +32,7 @@ from .runlog import RunLog
 from .stats import RoundSummary, RunStats
 from .supervisor import Supervisor
 from .updater import ModelUpdater
-from .wiring import Inputs, build_roles
+from .wiring import Inputs, build_roles, load_inputs
 
 log = logging.getLogger("isheep")
 Progress = Callable[[str], None]
@@ -130,11 +129,7 @@ class Run:
         if not self.resume and (folder / DB_NAME).exists():
             raise UserError(f"{folder} already holds a run; continue it with --resume {folder}")
         # Inputs first: a bad seed file or template must not leave a half-made run folder.
-        inputs = Inputs(seeds=load_seeds(config.proposer.seeds, minimum=config.proposer.num_examples),
-                        propose_template=load_template("propose", config.proposer.template),
-                        critic_templates={aspect: load_template(f"critic_{aspect}", path) for aspect, path in
-                                          (("quality", config.critic.quality_template),
-                                           ("following", config.critic.following_template))})
+        inputs = load_inputs(config)
         eval_prompts = load_eval_prompts(config.evaluation.prompts, config.evaluation.limit) \
             if config.evaluation.enabled else None
         serving = await open_serving(config, folder, self.environ, self.progress)

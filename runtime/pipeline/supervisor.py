@@ -15,7 +15,8 @@ import time
 
 from isheep.runtime.core.config import RunConfig
 from isheep.runtime.core.endpoint import EndpointError
-from isheep.runtime.core.messages import PENDING_STATES, ROUND_CLOSED_STATES, RoundEvent, reason_kind
+from isheep.runtime.core.errors import UserError
+from isheep.runtime.core.messages import PENDING_STATES, ROUND_CLOSED_STATES, RoundEvent, SeedTask, reason_kind
 from isheep.runtime.core.roles import Roles, RoundContext
 from isheep.runtime.core.types import Models
 from isheep.runtime.serving import EndpointPool, ServerMetrics
@@ -134,17 +135,22 @@ class Supervisor:
     async def _round(self, k: int) -> None:
         """One round: generate, then train, then swap; a resumed round starts at the phase it was in."""
         version = self.models.policy.version
-        account = self._account(k)
+        config = self.config.for_round(k)
+        replay = self._replay(config)
+        if replay:  # a replayed round asks exactly these again: that is its whole volume
+            config = config.model_copy(update={"close_on": "instructions", "round_size": len(replay),
+                                               "max_proposed": len(replay)})
+        account = self._account(k, config)
         state = next((r.state for r in self.store.rounds() if r.round == k), None)
         summary = RoundSummary(round=k, model_version=version, proposed=0, kept=0, rejected={}, failed={},
                                generation_s=0.0, prompt_tokens=0, completion_tokens=0)
         self.stats.round, self.stats.account = k, account
-        context = RoundContext(round=k, allocate=account.allocate,
+        context = RoundContext(round=k, config=config, allocate=account.allocate, replay=replay,
                                note=lambda kind, message, level: self.store.event(kind, message, level=level, round=k))
         for role in self.roles.all():
             await role.on_round_start(context)
         if state in (None, "generating"):
-            await self._generation(account, state is None, summary)
+            await self._generation(account, config, state is None, summary)
         summary.proposed, summary.kept = account.proposed, account.kept
         summary.rejected, summary.failed = dict(account.rejected), dict(account.failed)
         outcome = await self._update_model(k, state, summary) if self.config.training_backend() != "none" else "done"
@@ -177,7 +183,7 @@ class Supervisor:
         summary.swap_s = time.monotonic() - started
         return "rejected" if outcome == "rejected" else "done"
 
-    async def _generation(self, account: RoundAccount, new: bool, summary: RoundSummary) -> None:
+    async def _generation(self, account: RoundAccount, config: RunConfig, new: bool, summary: RoundSummary) -> None:
         k, version = account.round, self.models.policy.version
         if new:
             await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=version,
@@ -188,7 +194,7 @@ class Supervisor:
         self.stats.state = "generating"
         tokens_before = self._tokens()
         started = time.monotonic()
-        self._pipeline = RoundPipeline(self.config, self.store, self.roles, account, self.stats, self._running)
+        self._pipeline = RoundPipeline(config, self.store, self.roles, account, self.stats, self._running)
         try:
             await self._pipeline.run()
         finally:
@@ -196,11 +202,20 @@ class Supervisor:
         summary.generation_s = time.monotonic() - started
         summary.prompt_tokens, summary.completion_tokens = (a - b for a, b in zip(self._tokens(), tokens_before))
 
-    def _account(self, k: int) -> RoundAccount:
+    def _replay(self, config: RunConfig) -> tuple[SeedTask, ...]:
+        """The instructions of an earlier round that this round asks again (none for most rounds)."""
+        earlier = config.proposer.replay_round
+        if not earlier:
+            return ()
+        tasks = tuple(SeedTask(instruction=i, input=x) for i, x in self.store.screened_tasks(earlier))
+        if not tasks:
+            raise UserError(f"proposer.replay_round = {earlier}, but round {earlier} has no instruction to replay")
+        return tasks
+
+    def _account(self, k: int, config: RunConfig) -> RoundAccount:
         """The round's account as the store has it (all zeros for a new round)."""
-        account = RoundAccount(round=k, quota=self.config.round_size, cap=self.config.max_proposed,
-                               tasks_per_call=self.config.proposer.tasks_per_call,
-                               min_pending=self.config.proposer.min_pending)
+        account = RoundAccount(round=k, quota=config.round_size, cap=config.max_proposed, close_on=config.close_on,
+                               tasks_per_call=config.proposer.tasks_per_call, min_pending=config.proposer.min_pending)
         for (state, reason), n in self.store.reasons(k).items():
             (account.rejected if state == "rejected" else account.failed)[reason_kind(reason)] += n
         counts = self.store.counts(k)

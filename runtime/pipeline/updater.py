@@ -48,25 +48,27 @@ class ModelUpdater:
         self.swapper = swapper
         self.evaluator = evaluator
 
-    def examples(self, k: int) -> list[dict[str, Any]]:
+    def examples(self, k: int, data: str | None = None) -> list[dict[str, Any]]:
         """This round's kept pairs (the recipe), or every round's so far (``trainer.data = cumulative``)."""
-        return self.store.kept_pairs(k, cumulative=self.config.trainer.data == "cumulative")
+        return self.store.kept_pairs(k, cumulative=(data or self.config.trainer.data) == "cumulative")
 
     async def train(self, k: int) -> Checkpoint | None:
         """Train on round ``k``'s pairs; the checkpoint is recorded as ``trained`` before any swap."""
         current, base = self.models.policy, self.models.base
-        examples = self.examples(k)
+        settings = self.config.for_round(k).trainer
+        examples = self.examples(k, settings.data)
         skip = self.trainer.skip_reason(len(examples))
         if skip is not None:
             self.store.event("train", f"round {k}: training skipped, {skip}", round=k)
             return None
-        previous = self.config.trainer.start_from == "previous" and current.version != base.version
+        previous = settings.start_from == "previous" and current.version != base.version
         # An adapter-served run continues the adapter; a full-weight run continues the weights.
         adapters = self.config.swap_strategy() == "lora"
         request = TrainRequest(round=k, version=f"v{k}", parent=current.version if previous else base.version,
                                init_path=(current.path if previous and not adapters else base.path) or Path("."),
                                init_adapter=current.path if previous and adapters else None,
-                               examples=examples, out_dir=self.store.folder / "checkpoints" / f"round-{k:02d}")
+                               examples=examples, out_dir=self.store.folder / "checkpoints" / f"round-{k:02d}",
+                               settings=settings)
         await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=self._generator(k),
                                                  state="training", detail=f"{len(examples)} pairs")))
         self.stats.state = "training"
@@ -81,7 +83,7 @@ class ModelUpdater:
         except TrainingFailed as exc:
             self.store.event("train", str(exc), level="error", round=k)
             self.stats.last_error = str(exc)
-            if self.config.trainer.on_failure == "stop":
+            if settings.on_failure == "stop":
                 raise UserError(str(exc)) from None
             return None
         if checkpoint is None:

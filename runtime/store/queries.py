@@ -69,12 +69,14 @@ class RunQueries:
         yield from self._conn.execute(
             "SELECT * FROM items WHERE round=? AND state IN (?, ?, ?) ORDER BY seq", (round, *PENDING_STATES))
 
-    def screened_tasks(self) -> Iterator[tuple[str, str]]:
+    def screened_tasks(self, round: int | None = None) -> Iterator[tuple[str, str]]:
         """(instruction, input) of every instruction that passed the Proposer's screening, all
-        rounds, in proposal order: the dedup pool, and the machine examples a Proposer may mix in."""
+        rounds or one, in proposal order: the dedup pool, the machine examples a Proposer may mix
+        in, the instructions a round replays."""
+        where, args = (" AND round=?", (round,)) if round is not None else ("", ())
         for row in self._conn.execute(
                 "SELECT instruction, input FROM items WHERE NOT (stage='proposer' AND state='rejected')"
-                " ORDER BY round, seq"):
+                f"{where} ORDER BY round, seq", args):
             yield row[0], row[1]
 
     def screened_finished(self, round: int) -> int:

@@ -13,15 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from isheep.runtime.core.messages import (PENDING_STATES, ROUND_CLOSED_STATES, Assessment, Instruction, ModelEvent,
-                                          Response, RoundEvent, Score, Verdict)
+                                          Response, RoundEvent, Score, Verdict, item_seq)
 from isheep.runtime.core.types import Checkpoint
 
 from .store import Op
-
-
-def seq_of(item_id: str) -> int:
-    """``r02-000017`` -> 17: an item's place in its round."""
-    return int(item_id.rsplit("-", 1)[1])
 
 
 def model_row_op(version: str, *, parent: str | None, round: int, served_name: str, path: str | None, state: str,
@@ -45,7 +40,7 @@ def op_for(message: Instruction | Response | Assessment | Verdict | RoundEvent |
     order in the round) defaults to the number its id ends with.
     """
     if isinstance(message, Instruction):
-        return _proposed(message, seq_of(message.id) if seq is None else seq)
+        return _proposed(message, item_seq(message.id) if seq is None else seq)
     if isinstance(message, Response):
         return _responded(message)
     if isinstance(message, Assessment):
@@ -85,8 +80,8 @@ def _assessed(message: Assessment) -> list[Op]:
         "UPDATE items SET state='assessed', quality=?, quality_explanation=?, quality_raw=?,"
         " following=?, following_explanation=?, following_raw=?, critic_version=?, updated_at=?"
         " WHERE id=? AND state='responded'",
-        (q.value, q.explanation, q.raw, f.value, f.explanation, f.raw, message.model_version, message.created_at,
-         message.id),
+        (q.value, q.explanation, q.raw, f.value, f.explanation, f.raw,
+         message.model_version if message.judged else None, message.created_at, message.id),
         message.id,
     )]
 
@@ -97,7 +92,7 @@ def _verdict(message: Verdict, seq: int | None) -> list[Op]:
         return [(
             "INSERT INTO items (id, round, seq, state, stage, reason, instruction, input, proposer_version,"
             " created_at, updated_at) VALUES (?, ?, ?, ?, 'proposer', ?, ?, ?, ?, ?, ?)",
-            (message.id, message.round, seq_of(message.id) if seq is None else seq, message.status, message.reason,
+            (message.id, message.round, item_seq(message.id) if seq is None else seq, message.status, message.reason,
              message.instruction, message.input, message.model_version, now, now),
         )]
     ops: list[Op] = []
@@ -164,6 +159,7 @@ def message_from_row(row: sqlite3.Row) -> Instruction | Response | Assessment:
         return response
     return Assessment(
         id=row["id"], round=row["round"], model_version=row["critic_version"] or "v0", response=response,
+        judged=row["critic_version"] is not None,  # an unjudged pair (no critic that round) has no critic
         quality=Score(value=row["quality"], explanation=row["quality_explanation"] or "", raw=row["quality_raw"] or ""),
         following=Score(value=row["following"], explanation=row["following_explanation"] or "",
                         raw=row["following_raw"] or ""))

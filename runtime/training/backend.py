@@ -49,7 +49,7 @@ class TrlBackend(TrainBackend):
 
     def spec(self, request: TrainRequest, data: Path) -> dict[str, Any]:
         """The job's whole input: paths and every hyper-parameter (written beside the checkpoint)."""
-        c = self.config
+        c = request.settings or self.config
         lr = c.learning_rate if c.learning_rate is not None else (4e-4 if c.method == "lora" else 2e-5)
         return {
             "data": str(data), "out_dir": str(request.out_dir), "init_path": str(request.init_path),
@@ -57,15 +57,19 @@ class TrlBackend(TrainBackend):
             "merge": c.merge, "lora_r": c.lora_r, "lora_alpha": c.lora_alpha, "lora_dropout": c.lora_dropout,
             "lora_targets": c.lora_targets, "learning_rate": lr, "epochs": c.epochs, "batch_size": c.batch_size,
             "gradient_accumulation": c.gradient_accumulation, "max_length": c.max_length, "seed": c.seed,
-            "sft_overrides": c.sft_overrides,
+            "warmup_steps": c.warmup_steps, "warmup_ratio": c.warmup_ratio, "scheduler": c.scheduler,
+            "eval_fraction": c.eval_fraction, "sft_overrides": c.sft_overrides,
         }
 
     async def train(self, request: TrainRequest) -> Checkpoint:
         out = request.out_dir
         shutil.rmtree(out, ignore_errors=True)  # a resumed round trains again from scratch
         out.mkdir(parents=True, mode=0o700)
+        settings = request.settings or self.config
+        # LLaMA-Factory's max_samples, as I-SHEEP's authors ran it: the first N pairs of the round.
+        examples = request.examples[:settings.max_examples] if settings.max_examples else request.examples
         data = out / "data.jsonl"
-        data.write_text("".join(json.dumps(row) + "\n" for row in training_rows(request.examples)))
+        data.write_text("".join(json.dumps(row) + "\n" for row in training_rows(examples)))
         spec = self.spec(request, data)
         (out / "spec.json").write_text(json.dumps(spec, indent=2))
         started = time.monotonic()
@@ -75,14 +79,14 @@ class TrlBackend(TrainBackend):
             version=request.version, parent=request.parent, round=request.round, path=Path(done["path"]),
             adapter=adapter, kind="adapter" if adapter is not None and Path(done["path"]) == adapter else "full",
             detail={"hyperparameters": {k: v for k, v in spec.items() if k not in ("data", "out_dir")},
-                    "examples": len(request.examples), "item_ids": [e["id"] for e in request.examples],
+                    "examples": len(examples), "item_ids": [e["id"] for e in examples],
                     "loss": losses, "metrics": done.get("metrics", {}), "seconds": time.monotonic() - started,
                     "log": str(out / "train.log")})
 
     async def _run_job(self, request: TrainRequest, spec_path: Path,
                        log_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Run the job to its end; its ``done`` line and the loss curve, or TrainingFailed."""
-        command = [*(self.config.launcher or [sys.executable]), "-m", JOB_MODULE, str(spec_path)]
+        command = [*((request.settings or self.config).launcher or [sys.executable]), "-m", JOB_MODULE, str(spec_path)]
         losses: list[dict[str, Any]] = []
         done: dict[str, Any] | None = None
         error = ""

@@ -30,6 +30,20 @@ def emit(event: str, **fields: Any) -> None:
         print(json.dumps({"event": event, "time": time.time(), **fields}), flush=True)
 
 
+def _warmup(steps: int, ratio: float) -> dict[str, Any]:
+    """Warm-up as this transformers takes it: steps, or a ratio (v5 reads a float below 1 in
+    ``warmup_steps`` as one and has no ``warmup_ratio``; earlier versions have the two apart)."""
+    if steps or not ratio:
+        return {"warmup_steps": steps}
+    import inspect
+
+    from transformers import TrainingArguments
+
+    if "warmup_ratio" in inspect.signature(TrainingArguments.__init__).parameters:
+        return {"warmup_ratio": ratio}
+    return {"warmup_steps": float(ratio)}
+
+
 def _sft_settings(spec: dict[str, Any], out: Path, cuda: bool) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "output_dir": str(out / "trainer"),
@@ -37,6 +51,8 @@ def _sft_settings(spec: dict[str, Any], out: Path, cuda: bool) -> dict[str, Any]
         "per_device_train_batch_size": spec["batch_size"],
         "gradient_accumulation_steps": spec["gradient_accumulation"],
         "learning_rate": spec["learning_rate"],
+        "lr_scheduler_type": spec.get("scheduler", "linear"),
+        **_warmup(spec.get("warmup_steps", 0), spec.get("warmup_ratio", 0.0)),
         "max_length": spec["max_length"],
         "logging_steps": 1,
         "save_strategy": "no",
@@ -70,8 +86,10 @@ def _load(spec: dict[str, Any], cuda: bool) -> tuple[Any, Any, Any]:
             # Continue the previous round's adapter (same base weights as the served model).
             model = PeftModel.from_pretrained(model, spec["init_adapter"], is_trainable=True)
         else:
+            targets = spec["lora_targets"]
             peft_config = LoraConfig(r=spec["lora_r"], lora_alpha=spec["lora_alpha"], lora_dropout=spec["lora_dropout"],
-                                     target_modules=spec["lora_targets"], task_type="CAUSAL_LM")
+                                     target_modules="all-linear" if targets == ["all-linear"] else targets,
+                                     task_type="CAUSAL_LM")
     return tokenizer, model, peft_config
 
 
@@ -125,15 +143,23 @@ def run(spec: dict[str, Any]) -> None:
     emit("phase", phase="loading")
     rows = [json.loads(line) for line in Path(spec["data"]).read_text().splitlines() if line.strip()]
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    held_out = None
+    if spec.get("eval_fraction") and round(len(rows) * spec["eval_fraction"]) >= 1:
+        split = dataset.train_test_split(test_size=spec["eval_fraction"], seed=spec["seed"])
+        dataset, held_out = split["train"], split["test"]
     cuda = torch.cuda.is_available()
     tokenizer, model, peft_config = _load(spec, cuda)
     started = time.time()
     emit("start", examples=len(rows), method=spec["method"], device="cuda" if cuda else "cpu")
     emit("phase", phase="tokenizing")
     trainer = SFTTrainer(model=model, args=SFTConfig(**_sft_settings(spec, out, cuda)), train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=[_progress_callback(started)])
+                         eval_dataset=held_out, processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=[_progress_callback(started)])
     result = trainer.train()
     metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    if held_out is not None:  # the held-out share (LLaMA-Factory's val_size): its loss after training
+        metrics.update({k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
+        emit("eval", loss=metrics.get("eval_loss"), examples=len(held_out))
     final, adapter_dir = _save(trainer.model, tokenizer, spec, out)
     emit("done", path=str(final), adapter=str(adapter_dir) if adapter_dir else None, metrics=metrics,
          seconds=time.time() - started)

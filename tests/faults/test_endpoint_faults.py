@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 
 import isheep
-from isheep.runtime.core.config import load_config
+from isheep.runtime.core.loading import load_config
 
 ALL_FAULTS = ["500", "503", "429", "reset", "timeout", "slow", "truncated", "nonjson", "wrong_model"]
 
@@ -32,6 +32,7 @@ async def test_twenty_percent_of_requests_failing_in_every_way(server, proxy_fac
     proxy = proxy_factory(server.url, fail_rate=0.2, modes=ALL_FAULTS, hang_s=8, slow_s=0.5)
     config = load_config(overrides={
         "endpoints": [{"base_url": proxy.url}], "out": str(tmp_path / "run"), "rounds": 2, "round_size": 60,
+        "close_on": "kept",
         "max_proposed": 2000, "client.timeout_s": 3, "client.max_retries": 4, "client.backoff_s": 0.01,
         "client.backoff_max_s": 0.05, "responder.workers": 16, "critic.workers": 16}, environ={})
     result = await isheep.arun(config)
@@ -51,7 +52,10 @@ async def test_hostile_model_output_is_handled_by_the_recipe(server_factory, tmp
     server = server_factory(hostile_rate=0.3)
     config = load_config(overrides={
         "endpoints": [{"base_url": server.url}], "out": str(tmp_path / "run"), "rounds": 1, "round_size": 40,
-        "max_proposed": 2000, "critic.structured": "text"}, environ={})
+        "max_proposed": 2000, "close_on": "kept", "critic.style": "judge", "critic.structured": "text",
+        # The runtime's own answer filters, which these hostile answers are meant to meet.
+        "responder.filters": ["empty_response", "role_leak", "answer_choices", "noinput_in_response"],
+        "responder.drop_truncated": True}, environ={})
     result = await isheep.arun(config)
     info = accounting(result.folder)
     reasons = {key.split(":")[1] for key in info["reasons"]}

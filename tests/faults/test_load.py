@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 import isheep
-from isheep.runtime.core.config import load_config
+from isheep.runtime.core.loading import load_config
 
 pytestmark = pytest.mark.slow
 ITEMS = 50_000

@@ -22,7 +22,7 @@ import pytest
 from support.procs import ROOT, clean_environ, isheep_cmd, run_cli
 
 import isheep
-from isheep.runtime.core.config import load_config
+from isheep.runtime.core.loading import load_config
 
 pytestmark = pytest.mark.slow
 REDEPLOY = ROOT / "tests" / "support" / "redeploy.py"

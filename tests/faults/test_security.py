@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import isheep
-from isheep.runtime.core.config import ServerConfig, load_config
+from isheep.runtime.core.config import ServerConfig
+from isheep.runtime.core.loading import load_config
 from isheep.runtime.core.errors import UserError
 from isheep.runtime.serving.server import ManagedServer
 from isheep.tui import MonitorApp
@@ -19,7 +20,7 @@ async def test_a_planted_key_is_in_no_log_store_export_or_monitor_screen(server_
     server = server_factory(api_key=KEY)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     config = load_config(overrides={"endpoints": [{"base_url": server.url}], "out": str(tmp_path / "run"),
-                                    "rounds": 1, "round_size": 10, "max_proposed": 300})
+                                    "rounds": 1, "round_size": 10, "max_proposed": 300, "close_on": "kept"})
     result = await isheep.arun(config)
     assert result.rounds[0].kept >= 10  # the key was used: the server refuses requests without it
     isheep.export_run(result.folder)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support.procs import clean_environ, isheep_cmd, run_cli
 
-SMALL = ["--rounds", "1", "--round-size", "10", "--max-proposed", "200"]
+SMALL = ["--rounds", "1", "--round-size", "10", "--max-proposed", "200", "--set", "close_on=kept"]
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
@@ -137,6 +137,7 @@ def test_kill_9_mid_round_then_resume(server_factory, tmp_path):
     server = server_factory(delay_s=0.05)
     out = tmp_path / "run"
     args = ["run", "--endpoint", server.url, "--rounds", "2", "--round-size", "40", "--max-proposed", "600",
+            "--set", "close_on=kept",
             "--out", str(out), "--quiet"]
     proc = subprocess.Popen(isheep_cmd(*args), env=clean_environ(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -169,7 +170,8 @@ def test_kill_9_mid_round_then_resume(server_factory, tmp_path):
 
 def _start_run(server, out) -> subprocess.Popen:
     """A one-round run in a subprocess, slow enough to be interrupted part-way."""
-    return subprocess.Popen(isheep_cmd("run", "--endpoint", server.url, "--rounds", "1", "--round-size", "40",
+    return subprocess.Popen(isheep_cmd("run", "--endpoint", server.url, "--set", "close_on=kept", "--rounds", "1",
+                                       "--round-size", "40",
                                        "--max-proposed", "600", "--out", str(out), "--quiet"),
                             env=clean_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

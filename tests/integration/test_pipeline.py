@@ -7,15 +7,18 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 
 import isheep
-from isheep.runtime.core.config import load_config
+from isheep.runtime.core.loading import load_config
 from isheep.runtime.store import RunStore
 
 
 def make_config(tmp_path: Path, urls, **overrides):
+    # The default recipe (I-SHEEP as its authors ran it), closing rounds on kept pairs: what these
+    # tests count. The recipes' own choices are tested in test_recipes.py.
     base = {
-        "endpoints": [{"base_url": u} for u in ([urls] if isinstance(urls, str) else urls)],
+        "endpoints": [{"base_url": u} for u in ([urls] if isinstance(urls, str) else urls)], "close_on": "kept",
         "out": str(tmp_path / "run"), "rounds": 2, "round_size": 30, "max_proposed": 400,
         "client.backoff_s": 0.01, "client.backoff_max_s": 0.05, "client.timeout_s": 5,
         "proposer.workers": 2, "responder.workers": 8, "critic.workers": 8, "metrics_interval_s": 0.2,
@@ -53,7 +56,8 @@ async def test_two_rounds_account_for_every_item(server, tmp_path, clean_env):
     result = await isheep.arun(config)
     info = check_accounting(result.folder)
     stats = server.stats()
-    assert stats["routes"]["POST /v1/chat/completions"] > 0 and "POST /v1/completions" not in stats["routes"]
+    # As the authors' code: every role asks the base model with plain text (no chat template).
+    assert stats["routes"]["POST /v1/completions"] > 0 and "POST /v1/chat/completions" not in stats["routes"]
     assert stats.get("machine_example_prompts", 0) == 0  # no mixing unless asked for
     assert [r.state for r in info["rounds"]] == ["done", "done"]
     assert len(result.rounds) == 2
@@ -96,9 +100,18 @@ async def test_retries_are_bounded_and_recorded(server, proxy_factory, tmp_path,
     assert reasons <= {"http_500", "http_429", "bad_json", "wrong_model"}
 
 
-async def test_critic_falls_back_to_text_when_structured_output_is_refused(server_factory, tmp_path, clean_env):
-    server = server_factory(structured=False)
-    result = await isheep.arun(make_config(tmp_path, server.url, rounds=1))
+@pytest.mark.parametrize("refusal", [
+    {"structured": False},  # HTTP 400 naming response_format (vLLM without guided decoding, hosted APIs)
+    {"structured": False, "schema_status": 500, "schema_refusal": "json_schema: grammar not supported"},  # llama.cpp
+    {"ignore_schema": True},  # accepted, then answered in plain text
+], ids=["http_400", "http_500", "ignored"])
+async def test_critic_falls_back_to_text_when_structured_output_is_refused(server_factory, tmp_path, clean_env,
+                                                                          refusal):
+    server = server_factory(**refusal)
+    result = await isheep.arun(make_config(tmp_path, server.url, rounds=1, **{"critic.style": "judge"}))
+    # Finding out costs no item: none failed, none refused for an unreadable score.
+    assert result.totals.get("failed", 0) == 0
+    assert not any(reason.startswith("critic_unparseable") for _, reason in result.reasons)
     check_accounting(result.folder)
     assert result.rounds[0].kept >= 30
     with sqlite3.connect(result.folder / "isheep.db") as db:
@@ -107,13 +120,15 @@ async def test_critic_falls_back_to_text_when_structured_output_is_refused(serve
         assert db.execute("SELECT COUNT(*) FROM events WHERE kind='critic'").fetchone()[0] == 1
 
 
-async def test_completions_api_for_the_proposer(server, tmp_path, clean_env):
-    result = await isheep.arun(make_config(tmp_path, server.url, rounds=1, **{"proposer.api": "completions"}))
+@pytest.mark.parametrize("api", ["completions", "chat"])
+async def test_the_proposer_asks_through_the_api_it_is_told(server, tmp_path, clean_env, api):
+    result = await isheep.arun(make_config(tmp_path, server.url, rounds=1, **{"proposer.api": api}))
     check_accounting(result.folder)
     assert result.rounds[0].kept >= 30
     stats = server.stats()
-    # Every proposal went through /v1/completions (the model continues the list), none through chat.
-    assert stats["routes"]["POST /v1/completions"] == stats["proposer"] > 0
+    # Every proposal went through that route (completions: the model continues the list), none the other.
+    other = "chat" if api == "completions" else "completions"
+    assert stats[f"proposer_via_{api}"] == stats["proposer"] > 0 and f"proposer_via_{other}" not in stats
 
 
 async def test_machine_examples_are_mixed_in(server, tmp_path, clean_env):

@@ -30,6 +30,8 @@ import aiohttp
 from aiohttp import web
 
 MODES = ("500", "503", "429", "reset", "timeout", "slow", "truncated", "nonjson", "wrong_model")
+#: Not among the default modes (a bad request is not a transient fault): named when wanted.
+EXTRA_MODES = ("400",)
 
 
 class FaultProxy:
@@ -57,7 +59,7 @@ class FaultProxy:
         if model_call and self.rng.random() < self.settings["fail_rate"]:
             mode = self.rng.choice(self.settings["modes"])
             self.counts[mode] += 1
-        if mode in ("500", "503", "429"):
+        if mode in ("400", "500", "503", "429"):
             headers = {"Retry-After": str(self.settings["retry_after"])} if mode == "429" else {}
             return web.json_response({"error": {"message": f"injected {mode}"}}, status=int(mode), headers=headers)
         if mode == "reset":

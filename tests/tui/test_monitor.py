@@ -9,7 +9,7 @@ from support.runs import make_finished_run
 from textual.widgets import DataTable, TabbedContent
 
 import isheep
-from isheep.runtime.core.config import load_config
+from isheep.runtime.core.loading import load_config
 from isheep.tui import MonitorApp
 from isheep.tui.header import RunHeader
 from isheep.tui.samples import SampleScreen, SamplesTable

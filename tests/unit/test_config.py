@@ -2,7 +2,8 @@
 
 import pytest
 
-from isheep.runtime.core.config import RunConfig, load_config, parse_set_option
+from isheep.runtime.core.config import RunConfig
+from isheep.runtime.core.loading import load_config, parse_set_option
 from isheep.runtime.core.errors import ConfigError
 
 
@@ -76,3 +77,27 @@ def test_set_option_parsing():
     assert parse_set_option('proposer.blacklist=["x"]') == ("proposer.blacklist", ["x"])
     with pytest.raises(ConfigError):
         parse_set_option("novalue")
+
+
+def test_a_recipe_sets_defaults_and_the_user_overrides_them_in_every_round():
+    plain = load_config(overrides={"recipe": "dromedary"}, environ={})
+    assert plain.rounds == 1 and plain.for_round(1).responder.max_tokens == 512  # the recipe's round 1
+    assert plain.for_round(1).critic.enabled is False and plain.for_round(2).critic.enabled is True
+    mine = load_config(overrides={"recipe": "dromedary", "responder.max_tokens": 320}, environ={})
+    assert mine.for_round(1).responder.max_tokens == 320 and mine.for_round(1).responder.style == "principles"
+    exact = load_config(overrides={"recipe": "dromedary", "per_round.1.responder.max_tokens": 400}, environ={})
+    assert exact.for_round(1).responder.max_tokens == 400
+
+
+def test_the_default_recipe_is_the_authors_isheep():
+    config = load_config(environ={})
+    assert config.recipe == "isheep" and config.close_on == "instructions" and config.round_size == 10_000
+    assert (config.critic.model, config.critic.style, config.proposer.stop) == ("base", "authors", ["17"])
+    assert (config.trainer.lora_r, config.trainer.learning_rate, config.trainer.lora_targets) == (8, 5e-5,
+                                                                                                  ["all-linear"])
+
+
+def test_a_resumed_config_round_trips_through_the_stored_form():
+    first = load_config(overrides={"recipe": "dromedary", "rounds": 3}, environ={})
+    again = load_config(base=first.public_dict(), environ={})
+    assert again == first and again.for_round(1) == first.for_round(1)

@@ -4,7 +4,7 @@ import pytest
 
 from isheep.agents.curator import decide
 from isheep.agents.responder import response_reason
-from isheep.runtime.core.config import CuratorConfig
+from isheep.runtime.core.config import CuratorConfig, ResponderConfig
 from isheep.runtime.core.messages import Assessment, Instruction, Response, Score
 
 
@@ -40,8 +40,35 @@ def test_thresholds_are_configurable():
     ("Paris is the capital of France.", "stop", None),
 ])
 def test_response_filters(text, finish, expected):
-    assert response_reason(text, finish, drop_truncated=True) == expected
+    assert response_reason(text, finish, ResponderConfig(drop_truncated=True)) == expected
 
 
 def test_truncated_answers_can_be_kept():
-    assert response_reason("A long answer", "length", drop_truncated=False) is None
+    assert response_reason("A long answer", "length", ResponderConfig(drop_truncated=False)) is None
+
+
+AUTHORS = ResponderConfig(drop_truncated=False, filters=[
+    "role_lines", "answer_choices", "noinput_in_response", "can_you", "do_you", "question_after_break",
+    "choice_letters", "cjk", "empty_response"])
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Sure.\nQuestion: what else?", "role_lines"),
+    ("Sure.\noutput\nmore", "role_lines"),
+    ("It is sunny.\n\nCan you tell me more?", "can_you"),
+    ("What do you need?", "do_you"),  # as theirs: 'do you' and anything after it
+    ("Here it is.\n\nIs that enough?", "question_after_break"),
+    ("Pick one: A. red B. blue", "choice_letters"),
+    ("It works, e.g. here.", "choice_letters"),  # their pattern catches 'e.' too
+    ("答案是四", "cjk"),
+    ("A long answer", None),  # the authors keep answers cut off by the token limit
+    ("Paris is the capital of France.", None),
+])
+def test_the_authors_response_filters_as_they_wrote_them(text, expected):
+    assert response_reason(text, "length" if text == "A long answer" else "stop", AUTHORS) == expected
+
+
+def test_an_unjudged_pair_is_kept():
+    # No critic this round (Self-Instruct; Dromedary's first round): the filters alone decided.
+    unjudged = assessment(None, None).model_copy(update={"judged": False})
+    assert decide(unjudged, CuratorConfig()) == (True, None)

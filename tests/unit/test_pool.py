@@ -102,20 +102,53 @@ async def test_failed_request_is_retried_on_the_other_endpoint(server_factory, p
     assert good.stats()["ok"] == 6 and behind.stats().get("requests", 0) == 0
 
 
-async def test_client_error_is_raised_at_once_without_retry(server_factory):
-    # This server refuses structured output with HTTP 400, as some model servers do.
-    server = server_factory(structured=False)
+async def test_client_error_is_raised_at_once_without_retry(server, proxy_factory):
+    # A 400 that names no feature (a bad request, say): not worth sending again.
+    proxy = proxy_factory(server.url, fail_rate=1.0, modes=["400"])
+    hook = Hook()
+    pool = EndpointPool([endpoint(proxy.url)], ClientConfig(max_retries=4, **FAST), hook)
+    try:
+        with pytest.raises(EndpointError) as caught:
+            await pool.chat(chat())
+    finally:
+        await pool.aclose()
+    assert (caught.value.reason, caught.value.status, caught.value.retryable) == ("http_400", 400, False)
+    assert hook.calls == [] and proxy.counts()["400"] == 1
+
+
+@pytest.mark.parametrize("status", [400, 500])
+async def test_a_refused_schema_is_remembered_and_not_asked_again(server_factory, status):
+    # This server refuses structured output (llama.cpp answers HTTP 500, others 400): the pool
+    # says so as schema_refused, remembers it, and does not send the next such request at all.
+    server = server_factory(structured=False, schema_status=status,
+                            schema_refusal="response_format: the grammar is not supported")
     hook = Hook()
     pool = EndpointPool([endpoint(server.url)], ClientConfig(max_retries=4, **FAST), hook)
     body = chat("You are an impartial judge. Rate this.", response_format={"type": "json_object"})
     try:
-        with pytest.raises(EndpointError) as caught:
-            await pool.chat(body)
+        for _ in range(2):
+            with pytest.raises(EndpointError) as caught:
+                await pool.chat(body)
+            assert (caught.value.reason, caught.value.retryable) == ("schema_refused", False)
+        assert not pool.supports("response_format") and pool.supports("completions")
+        await pool.chat(chat("You are an impartial judge. Rate this."))  # without the schema it answers
     finally:
         await pool.aclose()
-    assert (caught.value.reason, caught.value.status, caught.value.retryable) == ("http_400", 400, False)
-    assert "response_format" in caught.value.detail
-    assert hook.calls == [] and server.stats()["requests"] == 1
+    assert hook.calls == [] and server.stats()["critic"] == 2  # one refusal, one plain request
+
+
+async def test_an_endpoint_that_refuses_a_feature_leaves_it_to_one_that_serves_it(server_factory):
+    chat_only, full = server_factory(completions=False), server_factory()
+    pool = EndpointPool([endpoint(chat_only.url), endpoint(full.url)], ClientConfig(max_retries=0, **FAST))
+    body = {"model": "test-model", "prompt": "Paris is the capital of", "max_tokens": 4}
+    try:
+        replies = [await pool.complete(body) for _ in range(6)]
+    finally:
+        await pool.aclose()
+    assert all(reply.text for reply in replies)
+    # The chat-only endpoint refused once (404) and was not asked for completions again.
+    assert chat_only.stats()["routes"].get("POST /v1/completions", 0) <= 1
+    assert full.stats()["routes"]["POST /v1/completions"] >= 5
 
 
 @pytest.mark.parametrize("max_retries", [0, 2])

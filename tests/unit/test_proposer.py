@@ -15,9 +15,17 @@ def reason(instruction: str, value: str = "") -> str | None:
 
 
 def test_render_examples_marks_empty_inputs():
+    # The authors' layout: ### between tasks, the input on a line of its own, <noinput> when empty.
     text = render_examples([SeedTask(instruction="Name a fruit.", input=""),
                             SeedTask(instruction="Sort these.", input="3, 1, 2")])
-    assert text == "1. Instruction: Name a fruit.\n1. Input: <noinput>\n2. Instruction: Sort these.\n2. Input: 3, 1, 2"
+    assert text == ("###\n1. Instruction: Name a fruit.\n1. Input:\n<noinput>\n"
+                    "###\n2. Instruction: Sort these.\n2. Input:\n3, 1, 2")
+
+
+def test_render_examples_as_a_plain_list():
+    text = render_examples([SeedTask(instruction="Name a fruit.", input=""),
+                            SeedTask(instruction="Sort these.", input="3, 1, 2")], "list")
+    assert text == "1. Name a fruit.\n2. Sort these."
 
 
 def test_parse_instruction_input_blocks_with_multiline_inputs():
@@ -25,9 +33,9 @@ def test_parse_instruction_input_blocks_with_multiline_inputs():
             "7. Instruction: Name three primary colours.\n7. Input: <noinput>\n"
             "8. Instruction: Translate the word into Spanish.\n8. Input: house\n8. Output: casa\n")
     drafts = parse_drafts(text, truncated=False)
-    assert drafts == [Draft("Summarize the text below in one sentence.", "The council met.\nIt voted yes."),
-                      Draft("Name three primary colours.", ""),
-                      Draft("Translate the word into Spanish.", "house")]
+    assert [(d.instruction, d.input) for d in drafts] == [
+        ("Summarize the text below in one sentence.", "The council met.\nIt voted yes."),
+        ("Name three primary colours.", ""), ("Translate the word into Spanish.", "house")]
 
 
 def test_numbers_inside_instructions_are_dropped():

@@ -17,7 +17,7 @@ from isheep.runtime.core.messages import (Assessment, Instruction, ModelEvent, R
                                           Verdict)
 from isheep.runtime.store import (RunStore, StoreIntegrityError, checkpoint_from_row, message_from_row,
                                   model_row_op, op_for)
-from isheep.runtime.store.records import seq_of
+from isheep.runtime.core.messages import item_id, item_seq
 
 T0 = 1_700_000_000.0
 
@@ -56,9 +56,9 @@ def row(store: RunStore, item_id: str):
     return found
 
 
-def test_seq_of_reads_the_number_an_id_ends_with():
-    assert seq_of("r02-000017") == 17
-    assert seq_of("r10-123456") == 123456
+def test_an_item_id_and_its_seq_round_trip():
+    assert item_seq("r02-000017") == 17 and item_id(2, 17) == "r02-000017"
+    assert item_seq("r10-123456") == 123456 and item_id(10, 123456) == "r10-123456"
 
 
 def test_pending_items_are_rebuilt_as_the_message_their_next_role_expects(store):

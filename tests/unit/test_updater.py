@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from isheep.agents.trainer import Trainer
-from isheep.runtime.core.config import load_config
+from isheep.runtime.core.loading import load_config
 from isheep.runtime.core.errors import UserError
 from isheep.runtime.core.messages import Assessment, Instruction, Response, RoundEvent, Score, Verdict
 from isheep.runtime.core.types import Checkpoint, Models, ServedModel, TrainingFailed, TrainRequest

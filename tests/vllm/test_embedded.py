@@ -15,7 +15,7 @@ import pytest
 from support.procs import ROOT, clean_environ, group_alive, isheep_cmd, run_cli, wait_gone
 
 import isheep
-from isheep.runtime.core.config import load_config
+from isheep.runtime.core.loading import load_config
 
 pytestmark = pytest.mark.vllm
 EMBEDDED = str(ROOT / "examples" / "configs" / "embedded.toml")

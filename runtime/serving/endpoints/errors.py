@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import aiohttp
@@ -36,6 +37,27 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+_SCHEMA_WORDS = re.compile(r"response_format|json|schema|grammar", re.IGNORECASE)
+_CHAT_ONLY = re.compile(r"chat|completions|not supported|unsupported", re.IGNORECASE)
+_FENCE = re.compile(r"^```(?:json)?\s*", re.IGNORECASE)
+
+
+def refused_feature(err: EndpointError, needs: frozenset[str]) -> str | None:
+    """The feature a failed request was refused for: a JSON schema (HTTP 400, 422 or 500 whose body
+    names response_format, json, schema or grammar: llama.cpp answers 500), or plain completions
+    (HTTP 404, 405 or 501, or a 400 that says the model is chat-only)."""
+    if "response_format" in needs and err.status in (400, 422, 500) and _SCHEMA_WORDS.search(err.detail):
+        return "response_format"
+    if "completions" in needs and (err.status in (404, 405, 501) or err.status == 400 and _CHAT_ONLY.search(err.detail)):
+        return "completions"
+    return None
+
+
+def ignores_schema(text: str) -> bool:
+    """A reply to a request with a JSON schema that is no JSON object: the server ignored the schema."""
+    return not _FENCE.sub("", text.strip()).startswith("{")
 
 
 def key_refused(url: str, status: int | None) -> EndpointUnavailable | None:

@@ -17,7 +17,7 @@ from isheep.runtime.core.endpoint import Client
 from isheep.runtime.core.errors import EndpointUnavailable
 
 from .base import Completion, Endpoint, EndpointError
-from .errors import key_refused
+from .errors import ignores_schema, key_refused, refused_feature
 from .http import HttpEndpoint
 
 
@@ -51,9 +51,13 @@ class _Member:
     endpoint: Endpoint
     stats: EndpointStats
     slots: asyncio.Semaphore = field(repr=False)
+    #: Features this endpoint refused (``completions``, ``response_format``): never asked of it again.
+    refused: set[str] = field(default_factory=set)
 
 
 RetryHook = Callable[[EndpointError, str, int, float], None]
+_NEEDS = {(False, False): frozenset(), (True, False): frozenset({"completions"}),
+          (False, True): frozenset({"response_format"}), (True, True): frozenset({"completions", "response_format"})}
 
 
 class EndpointPool(Client):
@@ -85,6 +89,7 @@ class EndpointPool(Client):
         self._throttler = Throttler(rate_limit=client.rate_limit, period=1.0) if client.rate_limit else None
         self._on_retry = on_retry
         self._turn = 0
+        self._refusals = 0  # features refused by any endpoint so far
 
     @classmethod
     def from_config(cls, endpoints: list[EndpointConfig], client: ClientConfig, environ: Mapping[str, str],
@@ -121,30 +126,47 @@ class EndpointPool(Client):
         """Send a text completion request; see :meth:`_call` for retries and errors."""
         return await self._call("complete", body)
 
-    def _pick(self, avoid: _Member | None) -> _Member:
-        now = time.monotonic()
+    def supports(self, feature: str) -> bool:
+        return any(feature not in m.refused for m in self._members)
+
+    def _refuse(self, member: _Member, feature: str) -> None:
+        member.refused.add(feature)
+        self._refusals += 1
+
+    def _pick(self, avoid: _Member | None, needs: frozenset[str]) -> _Member:
         members = self._members
+        if needs and self._refusals:  # only once some endpoint refused something
+            members = [m for m in members if not needs & m.refused]
+            if not members:
+                feature = sorted(needs)[0]
+                raise EndpointError(f"{'schema' if feature == 'response_format' else feature}_refused",
+                                    f"no endpoint of the pool serves {feature}", retryable=False)
         if len(members) == 1:
             return members[0]
+        now = time.monotonic()
         healthy = [m for m in members if m.stats.cooling_until <= now and m is not avoid] or \
                   [m for m in members if m is not avoid] or members
         self._turn += 1
         # Least in flight relative to capacity; the rotating tie-break spreads an idle pool.
+        order = self._members
         return min(healthy, key=lambda m: (m.stats.in_flight / m.stats.capacity,
-                                           (members.index(m) - self._turn) % len(members)))
+                                           (order.index(m) - self._turn) % len(order)))
 
     async def _call(self, method: str, body: dict[str, Any]) -> Completion:
         """One request with its retries.
 
         Raises:
-            EndpointError: the request failed and is not retryable, or its retries are spent.
+            EndpointError: the request failed and is not retryable, or its retries are spent;
+                ``completions_refused`` / ``schema_refused`` when no endpoint serves what it needs
+                (an endpoint that refuses it once is not asked again; another is tried first).
             EndpointUnavailable: an endpoint refused the API key (HTTP 401/403): every request
                 would be refused alike, so the run stops at once.
         """
         attempt = 0
         avoid: _Member | None = None
+        needs = _NEEDS[method == "complete", "response_format" in body]
         while True:
-            member = self._pick(avoid)
+            member = self._pick(avoid, needs)
             stats = member.stats
             try:
                 async with member.slots:
@@ -159,6 +181,9 @@ class EndpointPool(Client):
                 stats.prompt_tokens += result.prompt_tokens
                 stats.completion_tokens += result.completion_tokens
                 self._check_model(body, result)
+                if "response_format" in needs and ignores_schema(result.text):
+                    self._refuse(member, "response_format")  # it answers, but not in the schema
+                    continue
                 return result
             except EndpointError as err:
                 stats.failures += 1
@@ -166,6 +191,10 @@ class EndpointPool(Client):
                 refused = key_refused(stats.url, err.status)
                 if refused is not None:
                     raise refused from None
+                feature = refused_feature(err, needs)
+                if feature is not None:
+                    self._refuse(member, feature)  # another endpoint may serve it; none left: _pick says so
+                    continue
                 if err.reason in ("connection", "timeout"):
                     stats.cooling_until = time.monotonic() + self._delay(attempt)
                 if not err.retryable or attempt >= self._client.max_retries:

@@ -1,0 +1,89 @@
+"""Golden prompts: every recipe's rendered prompts for fixed inputs and a fixed seed, compared exactly.
+
+The files under ``tests/golden/<recipe>/`` are what the model really sees: the proposer's
+meta-prompt with its examples (and Dromedary's topic-guided one), the responder's prompt in each
+round's style (the base model in round 1, a fine-tuned one after), both critic prompts. A
+change to a template, a recipe or the rendering shows up here as a diff to review. After a
+deliberate change: ``ISHEEP_UPDATE_GOLDEN=1 pytest tests/unit/test_recipe_prompts.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from isheep.agents import Critic, Proposer, Responder
+from isheep.runtime.core.loading import load_config
+from isheep.runtime.core.messages import Instruction, ProposalRequest, Response, SeedTask
+from isheep.runtime.core.recipes import recipe_names
+from isheep.runtime.core.types import Models, ServedModel
+from isheep.runtime.data import RougeIndex
+from isheep.runtime.pipeline.wiring import load_inputs
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+INSTRUCTION = Instruction(id="r01-000001", round=1, model_version="v0",
+                          instruction="Summarize the text below in one sentence.",
+                          input="The council met on Monday and voted to build a new library by the river.")
+RESPONSE = Response(id=INSTRUCTION.id, round=1, model_version="v0", instruction=INSTRUCTION,
+                    text="The council voted on Monday to build a new riverside library.")
+#: Two earlier instructions of the run, for the recipes that mix them into the examples.
+HISTORY = [SeedTask(instruction="List three ways to reuse glass jars."),
+           SeedTask(instruction="Explain why the sky looks blue at noon.")]
+
+
+def rendered(recipe: str) -> dict[str, str]:
+    config = load_config(overrides={"recipe": recipe, "endpoints": [{"base_url": "http://127.0.0.1:9/v1"}]},
+                         environ={})
+    inputs = load_inputs(config)
+    base, trained = ServedModel("v0", "model"), ServedModel("v1", "model")
+    first = config.for_round(1)
+    proposer = Proposer(first.proposer, None, Models(base, base), inputs.seeds, RougeIndex(0.7), inputs.propose_template,
+                        seed=0, history=HISTORY, topics=inputs.topics)
+    request = ProposalRequest(round=1, call=1)
+    out = {"propose": proposer.prompt(proposer.examples(request))}
+    if inputs.topics:
+        out["propose_topics"] = proposer.topic_prompt(request)
+    for k, model in ((1, base), (2, trained)):
+        responder = Responder(config.for_round(k).responder, None, Models(model, base), inputs.responder_prompts)
+        prompt, plain = responder.prompt(INSTRUCTION)
+        out[f"respond_round{k}"] = f"[{'plain text' if plain else 'user turn'}]\n{prompt}"
+    for style, aspects in sorted(inputs.critic_templates.items()):
+        critic = Critic(config.critic.model_copy(update={"style": style}), None, Models(base, base),
+                        inputs.critic_templates)
+        for aspect in aspects:
+            out[f"critic_{style}_{aspect}"] = critic.prompt(aspect, RESPONSE)
+    return out
+
+
+@pytest.mark.parametrize("recipe", recipe_names())
+def test_rendered_prompts_are_the_golden_ones(recipe):
+    folder = GOLDEN / recipe
+    prompts = rendered(recipe)
+    if os.environ.get("ISHEEP_UPDATE_GOLDEN"):
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.txt"):
+            stale.unlink()
+        for name, text in prompts.items():
+            (folder / f"{name}.txt").write_text(text, encoding="utf-8")
+    golden = {path.stem: path.read_text(encoding="utf-8") for path in sorted(folder.glob("*.txt"))}
+    assert set(prompts) == set(golden)
+    for name, text in prompts.items():
+        assert text == golden[name], f"{recipe}/{name}.txt differs (ISHEEP_UPDATE_GOLDEN=1 to accept a change)"
+
+
+def test_the_golden_prompts_show_what_each_recipe_is():
+    isheep, dromedary, self_instruct = (rendered(name) for name in ("isheep", "dromedary", "self-instruct"))
+    # I-SHEEP: ### between 5 seed examples, continued at task 6; the base model asked in plain text.
+    assert isheep["propose"].count("###") == 6 and isheep["propose"].endswith("###\n6. Instruction:\n")
+    assert isheep["respond_round1"] == f"[plain text]\n{INSTRUCTION.instruction}{INSTRUCTION.input}\n"
+    assert isheep["respond_round2"].startswith("[user turn]\n")
+    assert "<score>||<explanation>" in isheep["critic_authors_quality"]
+    # Dromedary: topic-guided questions, and principles and worked examples before the query in round 1.
+    assert "Type:" in dromedary["propose_topics"] and "harmlessness" in dromedary["respond_round1"]
+    assert dromedary["respond_round1"].rstrip().endswith("Assistant (internal thoughts):")
+    assert "harmlessness" not in dromedary["respond_round2"]  # I-SHEEP on top of it after round 1
+    # Self-Instruct: 8 examples, 2 of them the run's own, one instruction a line, continued at 9.
+    assert self_instruct["propose"].rstrip().endswith("9.")
+    assert sum(task.instruction in self_instruct["propose"] for task in HISTORY) == 2
