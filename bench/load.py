@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from support.procs import ServerProcess  # noqa: E402
 
 import isheep  # noqa: E402
-from isheep.runtime.core.config import load_config  # noqa: E402
+from isheep.runtime.core.loading import load_config  # noqa: E402
 
 
 async def main_async(items: int) -> None:

@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from support.procs import ServerProcess  # noqa: E402
 
 import isheep  # noqa: E402
-from isheep.prompts import load_template  # noqa: E402
-from isheep.runtime.core.config import load_config  # noqa: E402
+from isheep.runtime.core.recipes import load_recipe  # noqa: E402
+from isheep.runtime.core.loading import load_config  # noqa: E402
+from isheep.runtime.data import load_template  # noqa: E402
 from isheep.runtime.serving.endpoints import HttpEndpoint  # noqa: E402
 
 BEHAVIOUR = {"tasks_per_call": 20, "bad_rate": 0.05, "dup_rate": 0.02, "keep_rate": 0.4, "empty_rate": 0.0}
@@ -39,9 +40,10 @@ WORKERS = 64
 async def bare_client(url: str, items: int) -> float:
     """The same requests as the runtime makes for ``items`` items, nothing else."""
     endpoint = HttpEndpoint(url, None, timeout_s=60, connect_timeout_s=5, max_in_flight=256)
-    propose = load_template("propose").format(count=20, examples="1. Instruction: Name a fruit.\n1. Input: <noinput>",
-                                              next=2)
-    critic = load_template("critic_quality")
+    recipe = load_recipe("isheep")
+    propose = load_template("propose", None, recipe).format(
+        count=20, examples="###\n1. Instruction: Name a fruit.\n1. Input:\n<noinput>", next=2)
+    critic = load_template("judge_quality", None, recipe)
     slots = asyncio.Semaphore(2 * WORKERS)
 
     async def item(i: int) -> None:
@@ -72,7 +74,11 @@ async def runtime(url: str, items: int, folder: Path, monitor: bool = False) -> 
     config = load_config(overrides={
         "endpoints": [{"base_url": url, "max_in_flight": 256}], "out": str(folder), "rounds": 1,
         "round_size": items, "max_proposed": items, "responder.workers": WORKERS, "critic.workers": WORKERS,
-        "proposer.workers": 4, "queue_size": 256}, environ={})
+        "proposer.workers": 4, "queue_size": 256,
+        # The same chat requests as the bare client sends (the recipe's plain-text requests cost the
+        # server alike; what differs between the two sides must be the runtime alone).
+        "close_on": "kept", "proposer.api": "chat", "responder.base_api": "chat", "critic.style": "judge",
+        "critic.api": "chat"}, environ={})
     process = psutil.Process()
     marks: dict[str, float] = {}
     holder: dict = {}

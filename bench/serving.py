@@ -30,7 +30,8 @@ from typing import Any
 import aiohttp
 
 import isheep
-from isheep.runtime.core.config import ServerConfig, load_config
+from isheep.runtime.core.config import ServerConfig
+from isheep.runtime.core.loading import load_config
 from isheep.runtime.serving.endpoints import HttpEndpoint
 from isheep.runtime.serving.models import resolve_model
 from isheep.runtime.serving.server import ManagedServer
