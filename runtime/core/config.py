@@ -236,6 +236,9 @@ class TrainerConfig(_Section):
     max_length: int = Field(1024, ge=32, description="Tokens per training example (longer are truncated).")
     seed: int = Field(0, description="Training seed.")
     min_examples: int = Field(1, ge=1, description="Skip training (and the swap) when a round kept fewer pairs.")
+    keep_checkpoints: int = Field(0, ge=0, description=(
+        "Keep the newest K merged models (and the one serving); older ones are deleted, their adapters, data and "
+        "lineage kept (0: keep all)."))
     base_model: str | None = Field(
         None, description="Weights to train when the endpoint is not managed (a local Hugging Face folder).")
     launcher: list[str] = Field(default_factory=list, description=(

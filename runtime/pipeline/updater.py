@@ -7,7 +7,9 @@ already trained.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from isheep.runtime.serving.swap import SwapStrategy
 from isheep.runtime.store import RunStore, checkpoint_from_row, model_row_op, op_for
 
 from .evaluation import EvalResult, Evaluator
+from .retention import prunable
 from .stats import RunStats
 
 
@@ -105,8 +108,26 @@ class ModelUpdater:
 
         A failed swap was rolled back by its strategy; a rejected model (worse than the one it
         replaces on the held-out prompts) is swapped back out. Either way the previous model
-        serves on, and the lineage says why.
+        serves on, and the lineage says why. Then merged models past ``trainer.keep_checkpoints``
+        are deleted.
         """
+        outcome = await self._swap(k, checkpoint)
+        await self.prune()
+        return outcome
+
+    async def prune(self) -> None:
+        """Delete merged models beyond the newest ``trainer.keep_checkpoints`` (adapters stay)."""
+        keep = self.config.trainer.keep_checkpoints
+        checkpoints = self.store.folder / "checkpoints"
+        for old in prunable(self.store.models(), keep, self.models.policy.version, checkpoints):
+            size = sum(f.stat().st_size for f in old.path.rglob("*") if f.is_file()) if old.path.is_dir() else 0
+            await asyncio.to_thread(shutil.rmtree, old.path, True)
+            note = f"merged weights deleted (trainer.keep_checkpoints = {keep}); adapter kept at {old.adapter}"
+            await self._amend(old.version, {"pruned": note})
+            self.store.event("train", f"{old.version}: {note} ({size / 2**20:.0f} MiB freed)",
+                             data={"version": old.version, "bytes": size})
+
+    async def _swap(self, k: int, checkpoint: Checkpoint) -> str:
         current = self.models.policy
         await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=self._generator(k),
                                                  state="swapping", detail=f"to {checkpoint.version}")))
@@ -179,12 +200,7 @@ class ModelUpdater:
         if checkpoint is not None:
             await self._record(checkpoint, model.name, {"evaluation": summary})
         else:  # a model of an earlier round (or the base): add to its lineage row
-            row = self.store.model(model.version)
-            if row is not None:
-                detail = {**json.loads(row["detail"] or "{}"), "evaluation": summary}
-                await self.store.write([model_row_op(row["version"], parent=row["parent"], round=row["round"],
-                                                     served_name=row["served_name"], path=row["path"],
-                                                     state=row["state"], detail=detail)])
+            await self._amend(model.version, {"evaluation": summary})
         quality = f"critic {result.critic_mean:.1f}/10" if result.critic_mean is not None else "no critic score"
         checks = f"checks {result.checks_rate:.0%}" if result.checks_rate is not None else "no checks"
         self.store.event("evaluation", f"{model.version} scored {result.score:.3f} ({quality}, {checks}, "
@@ -195,6 +211,15 @@ class ModelUpdater:
     def _generator(self, k: int) -> str:
         """The version that generated round ``k`` (what the rounds table names it by)."""
         return self.store.round_generator(k) or self.models.policy.version
+
+    async def _amend(self, version: str, extra: dict[str, Any]) -> None:
+        """Merge ``extra`` into the detail of a version already in the lineage, state unchanged."""
+        row = self.store.model(version)
+        if row is not None:
+            detail = {**json.loads(row["detail"] or "{}"), **extra}
+            await self.store.write([model_row_op(row["version"], parent=row["parent"], round=row["round"],
+                                                 served_name=row["served_name"], path=row["path"],
+                                                 state=row["state"], detail=detail)])
 
     async def _record(self, checkpoint: Checkpoint, served_name: str, extra: dict[str, Any]) -> None:
         """Upsert the version's lineage row, merging ``extra`` into what is known of it."""

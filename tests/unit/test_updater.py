@@ -30,9 +30,9 @@ class FolderTrainer(Trainer):
     """The built-in Trainer's rules (``trainer.min_examples``) with a training job that writes a
     tiny folder instead of running TRL, or fails the way a job does."""
 
-    def __init__(self, config, fail: str | None = None, adapter: bool = False) -> None:
+    def __init__(self, config, fail: str | None = None, adapter: bool = False, merged: bool = False) -> None:
         super().__init__(config.trainer)
-        self.fail, self.adapter = fail, adapter
+        self.fail, self.adapter, self.merged = fail, adapter, merged
         self.requests: list[TrainRequest] = []
 
     async def train(self, request: TrainRequest) -> Checkpoint:
@@ -41,8 +41,14 @@ class FolderTrainer(Trainer):
             raise TrainingFailed(self.fail)
         request.out_dir.mkdir(parents=True)
         (request.out_dir / "weights.json").write_text(json.dumps([e["id"] for e in request.examples]))
-        adapter = request.out_dir / "adapter" if self.adapter else None
-        return Checkpoint(version=request.version, parent=request.parent, round=request.round, path=request.out_dir,
+        adapter = request.out_dir / "adapter" if self.adapter or self.merged else None
+        path = request.out_dir
+        if self.merged:  # LoRA merged into full weights: model/ beside adapter/, as the SFT job writes them
+            for folder in ("adapter", "model"):
+                (request.out_dir / folder).mkdir()
+                (request.out_dir / folder / "weights.bin").write_bytes(b"w" * 1024)
+            path = request.out_dir / "model"
+        return Checkpoint(version=request.version, parent=request.parent, round=request.round, path=path,
                           adapter=adapter, kind="adapter" if self.adapter else "full",
                           detail={"examples": len(request.examples), "loss": [{"step": 1, "loss": 2.0},
                                                                               {"step": 2, "loss": 1.25}]})
@@ -86,7 +92,7 @@ def keep_pairs(store: RunStore, k: int, count: int) -> None:
 
 class Setup:
     def __init__(self, tmp_path: Path, pairs: dict[int, int], trainer_fail: str | None = None,
-                 swap_fail: str | None = None, adapter: bool = False, **overrides) -> None:
+                 swap_fail: str | None = None, adapter: bool = False, merged: bool = False, **overrides) -> None:
         self.config = load_config(overrides={"endpoints": [{"base_url": "http://127.0.0.1:9/v1"}],
                                              "trainer.backend": "trl", **overrides}, environ={})
         self.folder = tmp_path / "run"
@@ -98,7 +104,7 @@ class Setup:
             keep_pairs(self.store, k, count)
         self.models = Models(policy=self.base, base=self.base)
         self.stats = RunStats(run_name="t", folder=str(self.folder), endpoints=[], rounds_total=2)
-        self.trainer = FolderTrainer(self.config, trainer_fail, adapter)
+        self.trainer = FolderTrainer(self.config, trainer_fail, adapter, merged)
         self.swapper = RecordingSwap(swap_fail)
         self.updater = ModelUpdater(self.config, self.store, self.models, self.stats, self.trainer, self.swapper)
 
@@ -272,3 +278,40 @@ async def test_a_round_stopped_mid_swap_resumes_with_its_trained_checkpoint(tmp_
         assert models.policy.version == "v1"
     finally:
         await store.aclose()
+
+
+async def test_keep_checkpoints_deletes_old_merged_models_but_never_adapters_or_the_serving_one(tmp_path):
+    s = Setup(tmp_path, {k: 2 for k in range(1, 5)}, merged=True, **{"trainer.keep_checkpoints": 1})
+    await s.store.start()
+    try:
+        round_dir = lambda k: s.folder / "checkpoints" / f"round-{k:02d}"  # noqa: E731
+        checkpoint = await s.updater.train(1)
+        assert await s.updater.swap(1, checkpoint) == "serving"
+        s.swapper.fail = "probe timed out"  # rounds 2 and 3 fail to swap: v1 serves on
+        for k in (2, 3):
+            assert await s.updater.swap(k, await s.updater.train(k)) == "failed"
+        # The newest merged model (v3) and the one serving (v1) stay; v2's weights go.
+        assert [(round_dir(k) / "model").is_dir() for k in (1, 2, 3)] == [True, False, True]
+        s.swapper.fail = None
+        assert await s.updater.swap(4, await s.updater.train(4)) == "serving"
+        await flush(s.store)
+        assert [(round_dir(k) / "model").is_dir() for k in (1, 2, 3, 4)] == [False, False, False, True]
+        for k in (1, 2, 3, 4):  # adapters, data and lineage are never deleted
+            assert (round_dir(k) / "adapter" / "weights.bin").is_file() and (round_dir(k) / "weights.json").is_file()
+        assert s.lineage() == {"v0": "retired", "v1": "retired", "v2": "failed", "v3": "failed", "v4": "serving"}
+        assert "keep_checkpoints = 1" in s.detail("v2")["pruned"] and "pruned" not in s.detail("v4")
+        freed = [m for _, m in s.events("train") if "merged weights deleted" in m]
+        assert len(freed) == 3 and all(m.startswith(("v1:", "v2:", "v3:")) for m in freed)
+    finally:
+        await s.store.aclose()
+
+
+async def test_keep_checkpoints_zero_keeps_every_merged_model(tmp_path):
+    s = Setup(tmp_path, {1: 2, 2: 2}, merged=True)
+    await s.store.start()
+    try:
+        for k in (1, 2):
+            assert await s.updater.swap(k, await s.updater.train(k)) == "serving"
+        assert all((s.folder / "checkpoints" / f"round-{k:02d}" / "model").is_dir() for k in (1, 2))
+    finally:
+        await s.store.aclose()
