@@ -190,6 +190,9 @@ class CriticConfig(_Section):
         "auto", description="judge style: json: response_format schema; text: parse '<score>||<why>'; auto: json, "
         "text where the schema is refused.")
     model: Literal["current", "base"] = Field("current", description="Which model assesses.")
+    endpoint: EndpointConfig | None = Field(None, description=(
+        "A server of the base model for the judge (it must serve it under the run's model name); default: the "
+        "run's endpoints, or a second managed server when the policy's weights change in place."))
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature of assessments (0: greedy).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of assessments.")
     max_tokens: int = Field(256, ge=8, description="Tokens per assessment reply.")
@@ -347,7 +350,21 @@ class RunConfig(_Section):
             raise ValueError("the lora swap serves LoRA adapters: set trainer.method = 'lora'")
         if swap in ("reload", "restart") and trainer.method == "lora" and not trainer.merge:
             raise ValueError(f"the {swap} swap serves full weights: set trainer.merge = true")
+        self._check_base_judge()
         return self
+
+    def _check_base_judge(self) -> None:
+        """A base-model judge must not be the policy's server once its weights change in place."""
+        if self.critic.endpoint is not None and self.critic.model != "base":
+            raise ValueError("critic.endpoint is a server of the base model: it needs critic.model = 'base'")
+        strategy = self.swap_strategy()
+        if self.managed or self.critic.endpoint is not None or strategy not in ("reload", "command"):
+            return  # managed: a second server serves the base; lora: the base stays served beside adapters
+        rounds = [self, *(self.for_round(k) for k in self.per_round)]
+        if any(c.critic.enabled and c.critic.model == "base" for c in rounds):
+            raise ValueError(f"critic.model = 'base' with the {strategy} swap on an external endpoint would judge "
+                             "with the new weights: set critic.endpoint to a server of the base model, or use the "
+                             "lora swap, or critic.model = 'current'")
 
     @property
     def managed(self) -> bool:

@@ -138,12 +138,15 @@ class Run:
         expected = servers[0].served_name if servers else config.model
         also = _resume_names(folder, config) if self.resume else ()
         self.model = config.model = await serving.pool.verify(expected, also=also)
+        if config.critic.endpoint is not None:  # the judge asks there for the base model, by the run's name
+            await serving.critic_pool.verify(self.model)
         store = self._open_store(serving)
         self._stack.push_async_callback(store.aclose)
         for server in servers:
             server.on_event = lambda level, message: store.event("server", message, level=level)
             self._stack.callback(setattr, server, "on_event", None)  # the store closes first
-        secrets = [ep.resolved_key(self.environ) or "" for ep in config.endpoints] + serving.secrets
+        named = [*config.endpoints, *([config.critic.endpoint] if config.critic.endpoint else [])]
+        secrets = [ep.resolved_key(self.environ) or "" for ep in named] + serving.secrets
         log_file.attach(folder, secrets)
         log.info("run %s: model %s on %s", folder, self.model, ", ".join(serving.pool.urls))
         inputs.history = [SeedTask(instruction=i, input=x) for i, x in store.screened_tasks()]

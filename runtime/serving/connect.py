@@ -76,6 +76,13 @@ def build_swapper(strategy: str, config: RunConfig, api: ServerApi | None, serve
                        expect_model=config.swap.expect_model, timeout_s=config.swap.timeout_s)
 
 
+def _judge_pool(config: RunConfig, environ: Mapping[str, str]) -> EndpointPool | None:
+    """The pool of ``critic.endpoint``, the base-model server the user named for the judge."""
+    if config.critic.endpoint is None:
+        return None
+    return EndpointPool.from_config([config.critic.endpoint], config.client, environ)
+
+
 async def open_serving(config: RunConfig, folder: Path, environ: Mapping[str, str],
                        progress: Progress | None = None) -> Serving:
     """Endpoints, servers and swap strategy for a run; a failure here leaves no server running.
@@ -103,7 +110,8 @@ async def open_serving(config: RunConfig, folder: Path, environ: Mapping[str, st
         first = config.endpoints[0]
         api = ServerApi(first.base_url, first.resolved_key(environ))
         swapper = build_swapper(strategy, config, api, None, config.model or "")
-        return Serving(pool=pool, critic_pool=pool, swapper=swapper, base_path=base_path)
+        return Serving(pool=pool, critic_pool=_judge_pool(config, environ) or pool, swapper=swapper,
+                       base_path=base_path)
 
     model_dir = resolve_model(config.server.model, progress)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -115,7 +123,10 @@ async def open_serving(config: RunConfig, folder: Path, environ: Mapping[str, st
         servers.append(server)
         await server.start(progress)
         pool = critic_pool = _managed_pool(server, config)
-        if config.critic.model == "base" and strategy in ("reload", "restart"):
+        judge = _judge_pool(config, environ)
+        if judge is not None:
+            critic_pool = judge
+        elif config.critic.model == "base" and strategy in ("reload", "restart"):
             # The policy's weights change in place: the base model needs a server of its own.
             base_server = ManagedServer(config.server.model_copy(update={"port": 0}), model_dir,
                                         folder / "server-base.log", served_name=name)

@@ -38,7 +38,9 @@ def training_args(model_dir: Path, port: int, **deploy) -> list[str]:
             "--set", f"trainer.base_model='{model_dir}'", "--set", "trainer.epochs=1",
             "--set", "trainer.max_length=128", "--set", "trainer.batch_size=8",
             "--set", f"swap.command='{redeploy(port, **deploy)}'",
-            "--set", "swap.expect_model='test-model-{version}'", "--set", "swap.timeout_s=20"]
+            "--set", "swap.expect_model='test-model-{version}'", "--set", "swap.timeout_s=20",
+            # The swap redeploys the one test server in place: no base model is left to judge.
+            "--set", "critic.model='current'"]
 
 
 def check_store(db_path: Path) -> str | None:
@@ -147,7 +149,8 @@ async def test_evaluation_gate_rolls_back_a_worse_model(server_factory, embedded
                  "swap.strategy": "command", "swap.expect_model": "test-model-{version}", "swap.timeout_s": 20,
                  "swap.command": redeploy(server.port, model="test-model-$ISHEEP_VERSION", keep_rate=after),
                  "swap.rollback_command": redeploy(server.port, model="test-model", keep_rate=0.5),
-                 "evaluation.enabled": True, "evaluation.limit": 12, "evaluation.critic_weight": 1.0}
+                 "evaluation.enabled": True, "evaluation.limit": 12, "evaluation.critic_weight": 1.0,
+                 "critic.model": "current"}  # redeployed in place: the judge is the model being judged
     result = await isheep.arun(load_config(overrides=overrides, environ={}))
     with sqlite3.connect(result.folder / "isheep.db") as db:
         rounds = db.execute("SELECT round, state FROM rounds ORDER BY round").fetchall()

@@ -98,3 +98,15 @@ async def test_dromedary_verbose_cloning_asks_round_one_again_for_detailed_answe
     assert second == first  # every instruction of round 1, again, in order
     assert stats["detailed_prompts"] >= len(second) > 0
     assert rows(result.folder, "SELECT COUNT(critic_version) FROM items WHERE round=2")[0][0] == 0
+
+
+async def test_a_named_judge_endpoint_gets_every_assessment(server_factory, tmp_path, clean_env):
+    """``critic.endpoint``: the base model's judge on a server of its own, the policy's server never asked to judge."""
+    policy, judge = server_factory(), server_factory()
+    result = await run_recipe("isheep", policy.url, tmp_path / "run", rounds=1, round_size=20,
+                              **{"critic.endpoint": {"base_url": judge.url}})
+    asked = rows(result.folder, "SELECT COUNT(quality_raw) + SUM(following_raw != '') FROM items")[0][0]
+    assert result.rounds[0].state == "done" and asked > 0
+    on_policy, on_judge = policy.stats(), judge.stats()
+    assert on_policy.get("critic", 0) == 0 and on_judge.get("critic") == asked
+    assert on_judge.get("proposer", 0) == on_judge.get("responder", 0) == 0
