@@ -244,6 +244,8 @@ class TrainerConfig(_Section):
         "lineage kept (0: keep all)."))
     base_model: str | None = Field(
         None, description="Weights to train when the endpoint is not managed (a local Hugging Face folder).")
+    gpus: list[int] = Field(default_factory=list, description=(
+        "GPU indices the training job uses (its CUDA_VISIBLE_DEVICES); empty: every GPU the run sees."))
     launcher: list[str] = Field(default_factory=list, description=(
         "Command to run the job under, e.g. ['accelerate', 'launch', '--config_file', 'ds.yaml'] (default: python)."))
     sft_overrides: dict[str, Any] = Field(default_factory=dict, description="Any other trl.SFTConfig fields.")
@@ -299,6 +301,12 @@ class ServerConfig(_Section):
     startup_timeout_s: float = Field(900.0, gt=0, description="Give up when not ready after this long.")
     max_restarts: int = Field(3, ge=0, description="Restarts after crashes before the run stops.")
     max_in_flight: int = Field(32, ge=1, description="Requests in flight to the managed server.")
+    gpus: list[int] = Field(default_factory=list, description=(
+        "GPU indices the server uses (its CUDA_VISIBLE_DEVICES); empty: every GPU the run sees."))
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM --tensor-parallel-size: GPUs one replica spans.")
+    data_parallel_size: int = Field(1, ge=1, description="vLLM --data-parallel-size: replicas behind the one port.")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description=(
+        "Share of each GPU vLLM takes (vLLM's default: 0.9); lower it when training shares the GPUs."))
     extra_args: list[str] = Field(default_factory=list, description="More vLLM command-line arguments.")
 
 
@@ -351,7 +359,23 @@ class RunConfig(_Section):
         if swap in ("reload", "restart") and trainer.method == "lora" and not trainer.merge:
             raise ValueError(f"the {swap} swap serves full weights: set trainer.merge = true")
         self._check_base_judge()
+        self._check_devices()
+        if len(self.endpoints) > 1 and self.swap_strategy() in ("reload", "lora"):
+            raise ValueError(f"the {self.swap_strategy()} swap reaches one server, and the other endpoints would keep "
+                             "serving the old weights: train with one endpoint (or a command swap that redeploys all)")
         return self
+
+    def _check_devices(self) -> None:
+        """The server's GPUs fit its parallelism, and training beside it leaves memory to train in."""
+        server = self.server
+        shards = server.tensor_parallel_size * server.data_parallel_size
+        if server.gpus and shards > len(server.gpus):
+            raise ValueError(f"server.tensor_parallel_size x data_parallel_size = {shards} needs {shards} GPUs; "
+                             f"server.gpus lists {len(server.gpus)}")
+        shared = sorted(set(server.gpus) & set(self.trainer.gpus))
+        if shared and server.gpu_memory_utilization is None:
+            raise ValueError(f"server.gpus and trainer.gpus share GPU {', '.join(map(str, shared))}: vLLM takes 90% "
+                             "of each by default; set server.gpu_memory_utilization to leave the trainer room")
 
     def _check_base_judge(self) -> None:
         """A base-model judge must not be the policy's server once its weights change in place."""

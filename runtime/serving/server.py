@@ -119,6 +119,12 @@ class ManagedServer:
             args += ["--dtype", "float32", "--enforce-eager"]
         if self.lora:
             args += ["--enable-lora", "--max-lora-rank", str(c.max_lora_rank), "--max-loras", "2"]
+        if c.tensor_parallel_size > 1:
+            args += ["--tensor-parallel-size", str(c.tensor_parallel_size)]
+        if c.data_parallel_size > 1:
+            args += ["--data-parallel-size", str(c.data_parallel_size)]
+        if c.gpu_memory_utilization is not None:
+            args += ["--gpu-memory-utilization", str(c.gpu_memory_utilization)]
         return args + list(c.extra_args)
 
     def environment(self) -> dict[str, str]:
@@ -133,6 +139,8 @@ class ManagedServer:
             env["VLLM_SERVER_DEV_MODE"] = "1"
         if self.lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        if self.config.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.config.gpus))
         return env
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -83,6 +83,15 @@ class TrlBackend(TrainBackend):
                     "loss": losses, "metrics": done.get("metrics", {}), "seconds": time.monotonic() - started,
                     "log": str(out / "train.log")})
 
+    def environment(self, request: TrainRequest) -> dict[str, str]:
+        """The job's environment: the run's, on the trainer's GPUs when ``trainer.gpus`` names them."""
+        env = dict(os.environ)
+        env.pop("OPENAI_API_KEY", None)  # the job talks to no endpoint
+        gpus = (request.settings or self.config).gpus
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        return env
+
     async def _run_job(self, request: TrainRequest, spec_path: Path,
                        log_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Run the job to its end; its ``done`` line and the loss curve, or TrainingFailed."""
@@ -92,6 +101,7 @@ class TrlBackend(TrainBackend):
         error = ""
         with open(log_path, "ab") as log:
             proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=log,
+                                                        env=self.environment(request),
                                                         preexec_fn=new_session_dying_with_parent)
             try:
                 assert proc.stdout is not None
