@@ -23,13 +23,14 @@ from .doctor import DoctorCommand
 from .export import ExportCommand
 from .model import ModelCommand
 from .monitor import MonitorCommand
+from .plan import PlanCommand
 from .recipes import RecipesCommand
 from .run import RunCommand
 from .serve import ServeCommand
 
 #: In the order ``isheep --help`` lists them.
-COMMANDS: tuple[type[Command], ...] = (RunCommand, RecipesCommand, ExportCommand, ConfigCommand, MonitorCommand,
-                                       ServeCommand, ModelCommand, DoctorCommand)
+COMMANDS: tuple[type[Command], ...] = (RunCommand, PlanCommand, RecipesCommand, ExportCommand, ConfigCommand,
+                                       MonitorCommand, ServeCommand, ModelCommand, DoctorCommand)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,7 +73,7 @@ def _run_with_kills(server, model_dir: Path, out: Path, rng: random.Random, targ
     """Run with a kill -9 for each target phase (at a random moment inside it, or anywhere for
     ``any``), resuming after each; then let the run finish. Returns the phases the kills hit."""
     first = ["run", "--endpoint", server.url, "--out", str(out), "--rounds", "2", "--round-size", "12",
-             "--max-proposed", "600", "--quiet",
+             "--max-proposed", "600", "--quiet", "--set", "close_on='kept'",  # 12 kept pairs to train on
              *training_args(model_dir, server.port, model="test-model-$ISHEEP_VERSION")]
     phases: list[str | None] = []
     for target in targets:

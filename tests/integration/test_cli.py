@@ -203,3 +203,15 @@ def test_second_ctrl_c_aborts(server_factory, tmp_path):
     assert proc.returncode == 130 and "Traceback" not in stderr
     with sqlite3.connect(out / "isheep.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_plan_prints_each_process_and_whether_it_fits(tmp_path):
+    proc = run_cli("plan", "--config", str(Path(__file__).parents[2] / "examples" / "configs" / "embedded.toml"),
+                   "--set", "critic.model='base'")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split("  ")[0] for line in lines if line.startswith(("vLLM", "training"))] == [
+        "vLLM server", "vLLM server (base judge)", "training job (lora)"]
+    assert lines[-1].startswith(("fits: within this machine's", "does not fit:"))
+    missing = run_cli("plan", "--set", f"server.model='{tmp_path / 'nowhere'}'")
+    assert missing.returncode == 2 and missing.stderr.startswith("isheep: error: model folder not found")
