@@ -103,6 +103,8 @@ def _run_with_kills(server, model_dir: Path, out: Path, rng: random.Random, targ
     return phases
 
 
+# Twenty kills, each resumed, with a real training job per round: past the 600 s default on CI.
+@pytest.mark.timeout(1500)
 def test_kill_9_twenty_times_during_generation_writes_training_and_swaps(server_factory, embedded_model, tmp_path):
     rng = random.Random(2026)
     plan = ["generating", "any", "generating", "training", "any", "swapping", "generating", "training",

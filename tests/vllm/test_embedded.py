@@ -51,6 +51,7 @@ def _server_of(supervisor):
     return supervisor.pool.endpoints[0].server
 
 
+@pytest.mark.timeout(900)  # two server start-ups (the restart included), a round and its training
 async def test_managed_server_survives_a_crash_and_leaves_nothing(embedded_model, tmp_path, clean_env):
     config = load_config(EMBEDDED, {"out": str(tmp_path / "run"), "rounds": 1, "round_size": 3,
                                     "max_proposed": 20}, environ={})
