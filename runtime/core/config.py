@@ -407,6 +407,11 @@ class RunConfig(_Section):
             return "none"
         return "reload" if self.managed else "none"
 
+    def base_judge_server(self) -> bool:
+        """Does the managed run need a second server for the base-model judge (the policy's weights change in place)?"""
+        return (self.managed and self.critic.model == "base" and self.critic.endpoint is None
+                and self.swap_strategy() in ("reload", "restart"))
+
     def for_round(self, k: int) -> "RunConfig":
         """The config round ``k`` runs with: this one, with ``per_round[k]`` on top."""
         override = self.per_round.get(k)

@@ -126,7 +126,7 @@ async def open_serving(config: RunConfig, folder: Path, environ: Mapping[str, st
         judge = _judge_pool(config, environ)
         if judge is not None:
             critic_pool = judge
-        elif config.critic.model == "base" and strategy in ("reload", "restart"):
+        elif config.base_judge_server():
             # The policy's weights change in place: the base model needs a server of its own.
             base_server = ManagedServer(config.server.model_copy(update={"port": 0}), model_dir,
                                         folder / "server-base.log", served_name=name)

@@ -103,8 +103,7 @@ def processes(config: RunConfig, params: int | None, gpu: bool) -> list[Process]
             devices = "cpu"
         replicas = f" x DP {server.data_parallel_size}" if server.data_parallel_size > 1 else ""
         out.append(Process(f"vLLM server{replicas}", devices, need, note, tuple(server.gpus), share if gpu else 1.0))
-        if config.critic.model == "base" and config.critic.enabled and config.swap_strategy() in ("reload", "restart") \
-                and config.critic.endpoint is None:
+        if config.base_judge_server():
             out.append(Process("vLLM server (base judge)", out[0].devices, need, "the base weights, for the judge",
                                tuple(server.gpus), share if gpu else 1.0))
     for endpoint in [*config.endpoints, *([config.critic.endpoint] if config.critic.endpoint else [])]:
