@@ -1,8 +1,9 @@
 """TRL SFT in a subprocess, one job per round (``trainer.backend = "trl"``).
 
 The round's kept pairs are written as a prompt-completion dataset and trained by
-``python -m isheep.runtime.training.sft_job`` (optionally under ``accelerate launch``), so the
-event loop never blocks. The job reports on stdout, one JSON object a line: its phases (loading,
+``python -m isheep.runtime.training.sft_job`` (under ``trainer.launcher`` when set, and under
+``accelerate launch``, one process a GPU, when ``trainer.num_processes`` is above 1), so the event
+loop never blocks. The job reports on stdout, one JSON object a line: its phases (loading,
 tokenizing, training with the number of steps, saving, merging), every step's loss and
 tokens/s, and the result. The default is the recipe: LoRA on the base model with this round's
 pairs, merged into full weights.
@@ -27,6 +28,24 @@ from isheep.runtime.core.process import new_session_dying_with_parent
 from isheep.runtime.core.types import Checkpoint, TrainBackend, TrainingFailed, TrainRequest
 
 JOB_MODULE = "isheep.runtime.training.sft_job"
+#: ``accelerate launch`` as a module of this interpreter: no console script on PATH needed.
+ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
+
+
+def distributed_launch(num_processes: int) -> list[str]:
+    """``accelerate launch`` starting ``num_processes`` copies of the job on this machine.
+
+    The same line on GPUs and on a CPU: in each process torch picks NCCL when it sees CUDA, else
+    the job trains on the CPU and accelerate joins the processes with gloo. ``--multi_gpu`` is
+    accelerate's torchrun launcher (it spawns the processes); its ``--cpu`` would start a single
+    process (accelerate's multi-CPU mode is MPI's ``mpirun``). Every other choice is explicit so a
+    user's default accelerate config cannot change the run: one machine, no mixed precision or
+    dynamo from the launcher (the job's own settings decide), ``trainer.gpus`` kept as the
+    processes' devices (``--gpu_ids all``), and a free rendezvous port (0), so that two trainings
+    on one machine do not collide on accelerate's default 29500.
+    """
+    return [*ACCELERATE_LAUNCH, "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--gpu_ids", "all", "--main_process_port", "0"]
 
 
 def training_rows(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,19 +102,47 @@ class TrlBackend(TrainBackend):
                     "loss": losses, "metrics": done.get("metrics", {}), "seconds": time.monotonic() - started,
                     "log": str(out / "train.log")})
 
+    def command(self, request: TrainRequest, spec_path: Path) -> list[str]:
+        """The job's command line: python (or ``trainer.launcher``) for one process, else ``accelerate launch``.
+
+        With several processes a user's ``accelerate launch ...`` launcher (a DeepSpeed or FSDP
+        config, say) is kept and given ``--num_processes``; without one, :func:`distributed_launch`.
+
+        Raises:
+            ValueError: several processes under a launcher that is not ``accelerate launch`` (the
+                config loader refuses this combination first; a hand-made TrainerConfig lands here).
+        """
+        settings = request.settings or self.config
+        job = ["-m", JOB_MODULE, str(spec_path)]
+        launcher, processes = list(settings.launcher), settings.num_processes
+        if processes == 1:
+            return [*(launcher or [sys.executable]), *job]
+        if not launcher:
+            return [*distributed_launch(processes), *job]
+        if launcher[:2] != ["accelerate", "launch"] or "--num_processes" in launcher:
+            raise ValueError(f"trainer.num_processes = {processes} runs the job under 'accelerate launch' and sets "
+                             f"--num_processes; trainer.launcher is {' '.join(launcher)!r}")
+        return [*launcher[:2], "--num_processes", str(processes), *launcher[2:], *job]
+
     def environment(self, request: TrainRequest) -> dict[str, str]:
         """The job's environment: the run's, on the trainer's GPUs when ``trainer.gpus`` names them."""
         env = dict(os.environ)
         env.pop("OPENAI_API_KEY", None)  # the job talks to no endpoint
-        gpus = (request.settings or self.config).gpus
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        settings = request.settings or self.config
+        if settings.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, settings.gpus))
+        if settings.num_processes > 1 and "OMP_NUM_THREADS" not in env:
+            # torchrun gives each process one thread; on a CPU that leaves all but N cores idle.
+            env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // settings.num_processes))
         return env
 
     async def _run_job(self, request: TrainRequest, spec_path: Path,
                        log_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Run the job to its end; its ``done`` line and the loss curve, or TrainingFailed."""
-        command = [*((request.settings or self.config).launcher or [sys.executable]), "-m", JOB_MODULE, str(spec_path)]
+        try:
+            command = self.command(request, spec_path)
+        except ValueError as exc:
+            raise TrainingFailed(f"training round {request.round}: {exc}") from exc
         losses: list[dict[str, Any]] = []
         done: dict[str, Any] | None = None
         error = ""

@@ -1,13 +1,17 @@
 """The training job: TRL SFT on one round's pairs, in a process of its own.
 
 Run as ``python -m isheep.runtime.training.sft_job SPEC.json`` (or under ``accelerate launch
--m ...`` with a user's DeepSpeed/FSDP config). It prints one JSON object per line on stdout,
-which the backend reads back: ``{"event": "phase", "phase"}`` as it moves from loading the model
-to tokenizing, training (with ``max_steps``), saving and merging; ``{"event": "step", "step",
+-m ...``, with several processes or a user's DeepSpeed/FSDP config). It prints one JSON object
+per line on stdout, which the backend reads back: ``{"event": "phase", "phase"}`` as it moves
+from loading the model (with the number of ``processes``) to tokenizing, training (with
+``max_steps`` and the ``processes`` that joined), saving and merging; ``{"event": "step", "step",
 "loss", "tokens_per_s", ...}`` while training; ``{"event": "done", "path", "adapter",
 "metrics"}`` at the end. The data is in TRL's prompt-completion form, so the loss covers the
 assistant's answer only (the prompt, with any default system prompt the chat template adds, is
 masked), for any model's template.
+
+Under several processes every one trains its share of each batch; only the main one (rank 0)
+reports, and, once all have finished training, saves the adapter and merges it, alone.
 """
 
 from __future__ import annotations
@@ -25,9 +29,16 @@ for _name in ("torchvision", "torchaudio", "torchcodec"):
     sys.modules.setdefault(_name, None)  # type: ignore[arg-type]
 
 
-def emit(event: str, **fields: Any) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:  # one voice under accelerate/torchrun
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def emit(event: str, *, every_rank: bool = False, **fields: Any) -> None:
+    """One JSON line on stdout, from rank 0 only (one voice under accelerate/torchrun) unless ``every_rank``."""
+    if _rank() == 0:
         print(json.dumps({"event": event, "time": time.time(), **fields}), flush=True)
+    elif every_rank:
+        print(json.dumps({"event": event, "time": time.time(), "rank": _rank(), **fields}), flush=True)
 
 
 def _warmup(steps: int, ratio: float) -> dict[str, Any]:
@@ -48,6 +59,8 @@ def _sft_settings(spec: dict[str, Any], out: Path, cuda: bool) -> dict[str, Any]
     settings: dict[str, Any] = {
         "output_dir": str(out / "trainer"),
         "num_train_epochs": spec["epochs"],
+        # Per process: one optimizer step takes batch_size x gradient_accumulation x processes pairs,
+        # so N processes make each epoch N times fewer steps (the step count is reported, not fixed).
         "per_device_train_batch_size": spec["batch_size"],
         "gradient_accumulation_steps": spec["gradient_accumulation"],
         "learning_rate": spec["learning_rate"],
@@ -100,7 +113,8 @@ def _progress_callback(started: float) -> Any:
         """Reports the start of training (with its number of steps) and every logged step."""
 
         def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
-            emit("phase", phase="training", max_steps=state.max_steps)
+            # world_size: the processes that joined the group, not just the ones launched.
+            emit("phase", phase="training", max_steps=state.max_steps, processes=args.world_size)
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             logs = logs or {}
@@ -140,7 +154,7 @@ def run(spec: dict[str, Any]) -> None:
 
     out = Path(spec["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    emit("phase", phase="loading")
+    emit("phase", phase="loading", processes=int(os.environ.get("WORLD_SIZE", "1")))
     rows = [json.loads(line) for line in Path(spec["data"]).read_text().splitlines() if line.strip()]
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     held_out = None
@@ -160,9 +174,15 @@ def run(spec: dict[str, Any]) -> None:
     if held_out is not None:  # the held-out share (LLaMA-Factory's val_size): its loss after training
         metrics.update({k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
         emit("eval", loss=metrics.get("eval_loss"), examples=len(held_out))
-    final, adapter_dir = _save(trainer.model, tokenizer, spec, out)
-    emit("done", path=str(final), adapter=str(adapter_dir) if adapter_dir else None, metrics=metrics,
-         seconds=time.time() - started)
+    accelerator = trainer.accelerator
+    # The last step's gradients were averaged over all processes, so each holds the same weights:
+    # once all are done, one writes and merges them, and the others leave the folder alone.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final, adapter_dir = _save(trainer.model, tokenizer, spec, out)
+        emit("done", path=str(final), adapter=str(adapter_dir) if adapter_dir else None, metrics=metrics,
+             seconds=time.time() - started)
+    accelerator.end_training()
 
 
 def main() -> None:
@@ -171,7 +191,7 @@ def main() -> None:
     try:
         run(spec)
     except Exception as exc:  # noqa: BLE001 - the parent turns this into a failed round
-        emit("error", error=f"{type(exc).__name__}: {exc}")
+        emit("error", every_rank=True, error=f"{type(exc).__name__}: {exc}")  # whichever process failed
         raise
 
 
