@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .placement_checks import check_serving
 from .recipes import merge
 
 #: Words that make the recipe drop an instruction (tasks a text model cannot do).
@@ -248,6 +249,8 @@ class TrainerConfig(_Section):
         "GPU indices the training job uses (its CUDA_VISIBLE_DEVICES); empty: every GPU the run sees."))
     launcher: list[str] = Field(default_factory=list, description=(
         "Command to run the job under, e.g. ['accelerate', 'launch', '--config_file', 'ds.yaml'] (default: python)."))
+    num_processes: int = Field(1, ge=1, le=1024, description=(
+        "Training processes (one per GPU); above 1 the job runs under 'accelerate launch' (gloo on CPU)."))
     sft_overrides: dict[str, Any] = Field(default_factory=dict, description="Any other trl.SFTConfig fields.")
     on_failure: Literal["continue", "stop"] = Field(
         "stop", description="A failed training: stop the run, or go on with the current model.")
@@ -300,7 +303,11 @@ class ServerConfig(_Section):
     max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank the server accepts (lora swap).")
     startup_timeout_s: float = Field(900.0, gt=0, description="Give up when not ready after this long.")
     max_restarts: int = Field(3, ge=0, description="Restarts after crashes before the run stops.")
-    max_in_flight: int = Field(32, ge=1, description="Requests in flight to the managed server.")
+    max_in_flight: int = Field(32, ge=1, description="Requests in flight to each managed server.")
+    replicas: int = Field(1, ge=1, le=64, description=(
+        "Managed vLLM servers, each with its own port, log, watchdog and GPUs; the pool spreads requests."))
+    placement: Literal["split", "colocate"] = Field("split", description=(
+        "split: serving and training on their own GPUs; colocate: the same GPUs, the server asleep while training."))
     gpus: list[int] = Field(default_factory=list, description=(
         "GPU indices the server uses (its CUDA_VISIBLE_DEVICES); empty: every GPU the run sees."))
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM --tensor-parallel-size: GPUs one replica spans.")
@@ -358,37 +365,8 @@ class RunConfig(_Section):
             raise ValueError("the lora swap serves LoRA adapters: set trainer.method = 'lora'")
         if swap in ("reload", "restart") and trainer.method == "lora" and not trainer.merge:
             raise ValueError(f"the {swap} swap serves full weights: set trainer.merge = true")
-        self._check_base_judge()
-        self._check_devices()
-        if len(self.endpoints) > 1 and self.swap_strategy() in ("reload", "lora"):
-            raise ValueError(f"the {self.swap_strategy()} swap reaches one server, and the other endpoints would keep "
-                             "serving the old weights: train with one endpoint (or a command swap that redeploys all)")
+        check_serving(self)
         return self
-
-    def _check_devices(self) -> None:
-        """The server's GPUs fit its parallelism, and training beside it leaves memory to train in."""
-        server = self.server
-        shards = server.tensor_parallel_size * server.data_parallel_size
-        if server.gpus and shards > len(server.gpus):
-            raise ValueError(f"server.tensor_parallel_size x data_parallel_size = {shards} needs {shards} GPUs; "
-                             f"server.gpus lists {len(server.gpus)}")
-        shared = sorted(set(server.gpus) & set(self.trainer.gpus))
-        if shared and server.gpu_memory_utilization is None:
-            raise ValueError(f"server.gpus and trainer.gpus share GPU {', '.join(map(str, shared))}: vLLM takes 90% "
-                             "of each by default; set server.gpu_memory_utilization to leave the trainer room")
-
-    def _check_base_judge(self) -> None:
-        """A base-model judge must not be the policy's server once its weights change in place."""
-        if self.critic.endpoint is not None and self.critic.model != "base":
-            raise ValueError("critic.endpoint is a server of the base model: it needs critic.model = 'base'")
-        strategy = self.swap_strategy()
-        if self.managed or self.critic.endpoint is not None or strategy not in ("reload", "command"):
-            return  # managed: a second server serves the base; lora: the base stays served beside adapters
-        rounds = [self, *(self.for_round(k) for k in self.per_round)]
-        if any(c.critic.enabled and c.critic.model == "base" for c in rounds):
-            raise ValueError(f"critic.model = 'base' with the {strategy} swap on an external endpoint would judge "
-                             "with the new weights: set critic.endpoint to a server of the base model, or use the "
-                             "lora swap, or critic.model = 'current'")
 
     @property
     def managed(self) -> bool:

@@ -142,9 +142,7 @@ class Run:
             await serving.critic_pool.verify(self.model)
         store = self._open_store(serving)
         self._stack.push_async_callback(store.aclose)
-        for server in servers:
-            server.on_event = lambda level, message: store.event("server", message, level=level)
-            self._stack.callback(setattr, server, "on_event", None)  # the store closes first
+        self._report_serving(serving, store)
         named = [*config.endpoints, *([config.critic.endpoint] if config.critic.endpoint else [])]
         secrets = [ep.resolved_key(self.environ) or "" for ep in named] + serving.secrets
         log_file.attach(folder, secrets)
@@ -152,6 +150,26 @@ class Run:
         inputs.history = [SeedTask(instruction=i, input=x) for i, x in store.screened_tasks()]
         self.supervisor = await self._build(store, serving, inputs, eval_prompts)
         await store.start()
+
+    def _report_serving(self, serving: Serving, store: RunStore) -> None:
+        """Servers' restarts, replicas taken out and every admin call of a swap go to the event log."""
+        def server_event(level: str, message: str) -> None:
+            store.event("server", message, level=level)
+
+        def dropped(url: str, why: str) -> None:
+            store.event("server", f"endpoint {url} taken out of the pool: {why}", level="error")
+
+        hooks = [(server, "on_event", server_event) for server in serving.servers]
+        hooks += [(pool, "on_drop", dropped) for pool in {id(p): p for p in (serving.pool, serving.critic_pool)}.values()]
+        for swapper in serving.swappers():
+            if hasattr(swapper, "on_event"):
+                hooks.append((swapper, "on_event", server_event))
+            api = getattr(swapper, "api", None)
+            if api is not None:
+                hooks.append((api, "on_call", lambda call: store.event("swap", call)))
+        for owner, attribute, hook in hooks:
+            setattr(owner, attribute, hook)
+            self._stack.callback(setattr, owner, attribute, None)  # the store closes first
 
     def _open_store(self, serving: Serving) -> RunStore:
         if self.resume:
@@ -179,9 +197,8 @@ class Run:
             judge = models.base if config.critic.model == "base" else None
             evaluator = Evaluator(config.evaluation, serving.pool, roles.critic, eval_prompts, judge)
         updater = ModelUpdater(config, store, models, stats, roles.trainer, serving.swapper, evaluator)
-        keys = [ep.resolved_key(self.environ) for ep in config.endpoints] or [s.api_key for s in serving.servers[:1]]
         return Supervisor(config, store, serving.pool, models, roles, stats, updater,
-                          ServerMetrics(serving.pool.urls, keys))
+                          ServerMetrics(serving.pool.urls, serving.keys))
 
     # -- running -----------------------------------------------------------------------------
     async def execute(self) -> RunResult:

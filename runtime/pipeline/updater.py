@@ -81,15 +81,21 @@ class ModelUpdater:
         except Exception as exc:  # noqa: BLE001 - only a head start; the swap does it again if need be
             self.store.event("swap", f"preparing the swap failed ({exc}); it will be done during the swap",
                              level="warning", round=k)
+        await self._release(k)
         try:
             checkpoint = await self.trainer.train(request)
         except TrainingFailed as exc:
             self.store.event("train", str(exc), level="error", round=k)
             self.stats.last_error = str(exc)
+            await self._reclaim(k)
             if settings.on_failure == "stop":
                 raise UserError(str(exc)) from None
             return None
+        except BaseException:
+            await asyncio.shield(self._reclaim(k))  # stopped mid-training: the server must not stay asleep
+            raise
         if checkpoint is None:
+            await self._reclaim(k)
             return None
         await self._record(checkpoint, current.name, {"adapter": str(checkpoint.adapter) if checkpoint.adapter else None,
                                                       "kind": checkpoint.kind})
@@ -97,6 +103,20 @@ class ModelUpdater:
         self.store.event("train", f"round {k}: trained {checkpoint.version} on {len(examples)} pairs"
                                   + (f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""), round=k)
         return checkpoint
+
+    async def _release(self, k: int) -> None:
+        """Free the trainer's devices (a colocated server sleeps); a server that cannot is an error."""
+        try:
+            await self.swapper.release()
+        except SwapError as exc:
+            raise UserError(f"round {k}: the server could not be put to sleep for training: {exc}") from None
+
+    async def _reclaim(self, k: int) -> None:
+        """No checkpoint came of the training: the server wakes on the weights it had."""
+        try:
+            await self.swapper.reclaim()
+        except SwapError as exc:
+            raise UserError(f"round {k}: the server did not wake after training: {exc}") from None
 
     def trained_checkpoint(self, k: int) -> Checkpoint | None:
         """The checkpoint a resumed round had trained before it was stopped while swapping."""
@@ -174,11 +194,8 @@ class ModelUpdater:
 
     async def _still_serving(self, current: ServedModel, exc: SwapError) -> None:
         """After a failed swap the previous model must answer, or there is nothing to go on with."""
-        api = getattr(self.swapper, "api", None)
-        if api is None:
-            return
         try:
-            await api.wait_for(current.name, min(60.0, self.config.swap.timeout_s))
+            await self.swapper.check_serving(current, min(60.0, self.config.swap.timeout_s))
         except SwapError:
             raise UserError(f"the swap failed ({exc}) and the endpoint no longer answers for "
                             f"{current.name!r}; the data so far is safe in {self.store.folder}") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 
@@ -20,7 +20,17 @@ from .endpoints.errors import send
 
 
 class SwapError(Exception):
-    """A swap failed; the strategy has put the previous model back before raising."""
+    """A swap failed; the strategy has put the previous model back before raising.
+
+    Args:
+        message: What failed.
+        restored: False when putting the previous model back failed too (the server may serve
+            neither model: a fleet takes such a replica out of its pool).
+    """
+
+    def __init__(self, message: str, *, restored: bool = True) -> None:
+        super().__init__(message)
+        self.restored = restored
 
 
 class ServerApi:
@@ -35,6 +45,9 @@ class ServerApi:
         self.base_url = base_url.rstrip("/")
         self.root = self.base_url.rsplit("/v1", 1)[0]
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        #: Told of every call to a route outside the OpenAI API (pause, sleep, reload...) with its
+        #: outcome and seconds, so a run's event log shows a swap's protocol in order.
+        self.on_call: Callable[[str], None] | None = None
 
     async def request(self, method: str, url: str, *, json: Any = None, params: dict | None = None,
                       timeout: float = 600) -> Any:
@@ -44,14 +57,23 @@ class ServerApi:
             SwapError: any failure, named as the HTTP error mapping names it.
         """
         path = url.replace(self.root, "")
+        started = time.monotonic()
         async with aiohttp.ClientSession(headers=self.headers, timeout=aiohttp.ClientTimeout(total=timeout)) as s:
             try:
                 raw = await send(s, method, url, body=json, params=params)
             except EndpointError as err:
-                if err.status is not None:
-                    raise SwapError(f"{method} {path} answered HTTP {err.status}: {err.detail}") from None
-                raise SwapError(f"{method} {path} failed: {err}") from None
+                failure = f"answered HTTP {err.status}: {err.detail}" if err.status is not None else f"failed: {err}"
+                self._trace(method, path, params, failure, started)
+                raise SwapError(f"{method} {path} {failure}") from None
+        self._trace(method, path, params, "ok", started)
         return _json_or_text(raw)
+
+    def _trace(self, method: str, path: str, params: dict | None, outcome: str, started: float) -> None:
+        admin = not path.startswith("/v1/") or "lora_adapter" in path
+        if self.on_call is None or not admin:
+            return
+        query = "?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else ""
+        self.on_call(f"{self.root}: {method} {path}{query} {outcome} ({time.monotonic() - started:.2f}s)")
 
     async def models(self) -> list[str]:
         data = await self.request("GET", f"{self.base_url}/models", timeout=30)

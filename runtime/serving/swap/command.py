@@ -2,6 +2,10 @@
 serve the checkpoint (copy it, call your deployment's API, restart a service...); then the
 endpoint is probed until the expected model answers, for at most ``swap.timeout_s``. On
 failure ``swap.rollback_command`` runs, if given, and the swap is reported failed.
+
+With several endpoints the command runs once per replica (all at once, as one transaction:
+see :mod:`.fleet`), with ``ISHEEP_ENDPOINT`` (that replica's base URL) and ``ISHEEP_REPLICA``
+(its index, from 0) in its environment, so one script can redeploy each host.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ class CommandSwap(SwapStrategy):
     name = "command"
 
     def __init__(self, api: ServerApi, command: str, *, rollback_command: str | None, expect_model: str | None,
-                 timeout_s: float) -> None:
+                 timeout_s: float, replica: int = 0) -> None:
         super().__init__()
+        self.replica = replica
         self.api = api
         self.command = command
         self.rollback_command = rollback_command
@@ -30,7 +35,8 @@ class CommandSwap(SwapStrategy):
         self.timeout_s = timeout_s
 
     async def _shell(self, command: str, env: dict[str, str]) -> None:
-        proc = await asyncio.create_subprocess_shell(command, env={**os.environ, **env},
+        where = {"ISHEEP_ENDPOINT": self.api.base_url, "ISHEEP_REPLICA": str(self.replica)}
+        proc = await asyncio.create_subprocess_shell(command, env={**os.environ, **where, **env},
                                                      stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         try:
             output, _ = await asyncio.wait_for(proc.communicate(), timeout=self.timeout_s)
@@ -56,7 +62,7 @@ class CommandSwap(SwapStrategy):
                                                               "ISHEEP_VERSION": current.version})
                     await self.api.wait_for(current.name, self.timeout_s)
                 except SwapError as again:
-                    raise SwapError(f"{exc}; rollback failed too: {again}") from None
+                    raise SwapError(f"{exc}; rollback failed too: {again}", restored=False) from None
                 raise SwapError(f"{exc}; rolled back to {current.version}") from None
             raise
         return ServedModel(version=checkpoint.version, name=name, path=checkpoint.path)

@@ -9,15 +9,23 @@ folder must have the old one's architecture and shapes; the tokenizer is not rel
 Requests in flight either finish on the old weights before the reload (``finish``, the default:
 every answer comes from one model) or are frozen and continued on the new weights
 (``continue``: no wait for them, for endpoints shared with other traffic).
+
+Colocated with training (``sleep``), the server gives its GPU memory up while the trainer runs,
+in the order vLLM's RL weight-update guidance gives: drain, ``POST /sleep?level=1`` (weights
+to host memory, KV cache dropped), train, ``POST /wake_up?tags=weights``, reload,
+``POST /wake_up?tags=kv_cache`` (the cache comes back only once the new weights are in),
+reset the prefix cache, resume, verify. Each phase is timed in the swap's evidence.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from isheep.runtime.core.types import Checkpoint
 
 from ..api import ServerApi, SwapError
+from ..server import ManagedServer
 from .base import FolderSwap, Phases
 
 
@@ -26,12 +34,66 @@ class ReloadSwap(FolderSwap):
 
     name = "reload"
 
-    def __init__(self, api: ServerApi, in_flight: Literal["finish", "continue"] = "finish") -> None:
+    def __init__(self, api: ServerApi, in_flight: Literal["finish", "continue"] = "finish", *,
+                 server: ManagedServer | None = None, sleep: bool = False) -> None:
         super().__init__()
         self.api = api
         self.in_flight = in_flight
+        self.server = server
+        self.sleep = sleep
+        self._asleep = False
+        self._slept: dict[str, float] = {}
+
+    async def release(self) -> None:
+        if not self.sleep or self._asleep:
+            return
+        root, clock = self.api.root, Phases()
+        await self.api.request("POST", f"{root}/pause", params={"mode": "wait"})
+        clock.lap("drain")
+        await self.api.request("POST", f"{root}/sleep", params={"level": "1"})
+        clock.lap("sleep")
+        self._asleep, self._slept = True, clock.seconds
+
+    async def reclaim(self) -> None:
+        if self._asleep:
+            await self.api.request("POST", f"{self.api.root}/wake_up")
+            await self.api.request("POST", f"{self.api.root}/resume")
+            self._asleep = False
 
     async def _load(self, path: str, version: str, clock: Phases) -> None:
+        if self._asleep:
+            await self._wake_into(path, clock)
+        else:
+            await self._reload(path, clock)
+        await self.api.request("POST", f"{self.api.root}/update_weight_version", json={"new_version": version})
+        if self.server is not None:  # a watchdog restart must come back on these weights, not the first ones
+            self.server.serve_from(Path(path), version)
+
+    async def _wake_into(self, path: str, clock: Phases) -> None:
+        """Wake a sleeping server on the weights at ``path``: weights first, the KV cache after."""
+        root = self.api.root
+        clock.seconds.update({f"{phase}_before_training": s for phase, s in self._slept.items()})
+        await self.api.request("POST", f"{root}/wake_up", params={"tags": "weights"})
+        clock.lap("wake_weights")
+        await self.api.request("POST", f"{root}/collective_rpc",
+                               json={"method": "reload_weights", "kwargs": {"weights_path": path}})
+        clock.lap("reload")
+        await self.api.request("POST", f"{root}/wake_up", params={"tags": "kv_cache"})
+        self._asleep = False
+        clock.lap("wake_kv_cache")
+        await self._reset_prefix_cache(running=False)
+        clock.lap("reset_prefix_cache")
+        await self.api.request("POST", f"{root}/resume")
+        clock.lap("resume")
+
+    async def _reset_prefix_cache(self, running: bool) -> None:
+        reset = await self.api.request("POST", f"{self.api.root}/reset_prefix_cache", params={
+            "reset_running_requests": "true" if running else "false"})
+        if isinstance(reset, dict) and reset.get("success") is False:
+            raise SwapError("the server could not reset its prefix cache (blocks still held), so new "
+                            "answers would reuse keys computed by the old weights")
+
+    async def _reload(self, path: str, clock: Phases) -> None:
         root = self.api.root
         # finish: answers in flight complete on the old weights first, so every answer comes from one
         # model. continue: they freeze, and resume on the new weights (no wait, but mixed answers).
@@ -42,14 +104,9 @@ class ReloadSwap(FolderSwap):
                                    json={"method": "reload_weights", "kwargs": {"weights_path": path}})
             # Cached blocks hold keys and values computed by the old weights; frozen requests are
             # preempted so theirs are recomputed by the new ones.
-            reset = await self.api.request("POST", f"{root}/reset_prefix_cache", params={
-                "reset_running_requests": "true" if self.in_flight == "continue" else "false"})
-            if isinstance(reset, dict) and reset.get("success") is False:
-                raise SwapError("the server could not reset its prefix cache (blocks still held), so new "
-                                "answers would reuse keys computed by the old weights")
+            await self._reset_prefix_cache(running=self.in_flight == "continue")
         finally:
             await self.api.request("POST", f"{root}/resume")
-        await self.api.request("POST", f"{root}/update_weight_version", json={"new_version": version})
 
     async def _verify(self, checkpoint: Checkpoint) -> None:
         info = await self.api.request("GET", f"{self.api.root}/weight_info", timeout=30)

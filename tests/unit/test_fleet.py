@@ -1,0 +1,152 @@
+"""A fleet of replicas swapped as one transaction, and the colocated sleep/wake protocol.
+
+Two test servers play vLLM's dev-mode routes (tests/support/admin_routes.py): reloading a folder
+changes the logprobs of a greedy probe, ``reload_fails`` makes a reload answer HTTP 500, and
+each server counts its answers by the weight version that gave them. The same protocol runs
+against the real vLLM server in tests/vllm/test_fleet.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from isheep.runtime.core.config import ClientConfig
+from isheep.runtime.core.types import Checkpoint, ServedModel
+from isheep.runtime.serving.endpoints import EndpointPool, HttpEndpoint
+from isheep.runtime.serving.swap import FleetSwap, ReloadSwap, Replica, ServerApi, SwapError
+
+pytestmark = pytest.mark.timeout(60)
+
+MODEL = "test-model"
+BASE = ServedModel(version="v0", name=MODEL, path=Path("/ckpt/base"))
+V1 = Checkpoint(version="v1", parent="v0", round=1, path=Path("/ckpt/round-01/merged"))
+
+
+def build(servers, *, sleep: bool = False) -> tuple[FleetSwap, EndpointPool, list[tuple[str, str]]]:
+    pool = EndpointPool([(HttpEndpoint(s.url, None, timeout_s=10, connect_timeout_s=2, max_in_flight=8), 8)
+                         for s in servers], ClientConfig(backoff_s=0.01))
+    events: list[tuple[str, str]] = []
+    replicas = [Replica(s.url, ReloadSwap(ServerApi(s.url, None), sleep=sleep)) for s in servers]
+    return FleetSwap(replicas, [pool], on_event=lambda level, message: events.append((level, message))), pool, events
+
+
+def weights(server) -> tuple[str, str]:
+    stats = server.stats()
+    return stats["weights"], max(stats["answered_on"], key=lambda v: stats["answered_on"][v], default="")
+
+
+async def version_of(server) -> str:
+    return (await ServerApi(server.url, None).request("GET", server.url.rsplit("/v1", 1)[0] + "/weight_info"))[
+        "weight_version"]
+
+
+async def test_every_replica_serves_the_new_version_and_gives_the_same_probe(server_factory):
+    servers = [server_factory(), server_factory()]
+    fleet, pool, events = build(servers)
+    await fleet.prepare(BASE)
+    served = await fleet.swap(V1, BASE)
+    assert served.version == "v1" and served.path == V1.path
+    assert [await version_of(s) for s in servers] == ["v1", "v1"]
+    assert [s.stats()["weights"] for s in servers] == [str(V1.path)] * 2
+    evidence = fleet.evidence
+    assert set(evidence["replicas"]) == {s.url for s in servers}
+    assert evidence["replicas_agree"] and evidence["weights_changed"] and evidence["weight_version"] == "v1"
+    assert all(e["probe_logprobs_after"] != e["probe_logprobs_before"] for e in evidence["replicas"].values())
+    assert not events and pool.urls == [s.url for s in servers]
+    await pool.aclose()
+
+
+async def test_no_request_is_answered_by_a_half_swapped_fleet(server_factory):
+    """The version barrier: a request sent while the swap runs waits, and the new version answers it."""
+    servers = [server_factory(), server_factory()]
+    fleet, pool, _ = build(servers)
+    await fleet.prepare(BASE)
+    swap = asyncio.create_task(fleet.swap(V1, BASE))
+    while not pool.held:
+        await asyncio.sleep(0)
+    request = asyncio.create_task(pool.chat({"model": MODEL, "messages": [{"role": "user", "content": "Hi."}]}))
+    order: list[str] = []
+    swap.add_done_callback(lambda _: order.append("swap"))
+    request.add_done_callback(lambda _: order.append("request"))
+    await asyncio.gather(swap, request)
+    assert order == ["swap", "request"]  # held at the barrier until every replica serves v1
+    answered = [s.stats() for s in servers]
+    # Each replica answered its probe before (v0) and after (v1); the held request came on top, from v1.
+    assert sum(a["answered_on"].get("v0", 0) for a in answered) == 2
+    assert sum(a["answered_on"].get("v1", 0) for a in answered) == 3
+    assert all(a["answered_while_unready"] == 0 for a in answered)
+    await pool.aclose()
+
+
+async def test_a_failure_on_one_replica_puts_every_replica_back(server_factory):
+    servers = [server_factory(), server_factory(reload_fails="round-01")]
+    fleet, pool, events = build(servers)
+    with pytest.raises(SwapError, match=r"failed on 1 of 2 replicas .*every replica still in the pool serves v0"):
+        await fleet.swap(V1, BASE)
+    assert [await version_of(s) for s in servers] == ["v0", "v0"]
+    assert [s.stats()["weights"] for s in servers] == [str(BASE.path)] * 2
+    assert fleet.evidence["replicas"][servers[0].url] == {"restored": True}
+    assert "cannot load weights" in fleet.evidence["replicas"][servers[1].url]["error"]
+    assert not events and len(pool.urls) == 2  # both came back: nobody is dropped
+    await pool.aclose()
+
+
+async def test_a_replica_that_cannot_be_restored_leaves_the_pool_and_the_rest_go_on(server_factory):
+    servers = [server_factory(), server_factory(reload_fails="/ckpt/")]  # loads neither the new nor the old
+    fleet, pool, events = build(servers)
+    with pytest.raises(SwapError, match="failed on 1 of 2"):
+        await fleet.swap(V1, BASE)
+    assert pool.urls == [servers[0].url] and [r.url for r in fleet.live] == [servers[0].url]
+    assert events and events[0][0] == "error" and f"replica {servers[1].url} taken out of the pool" in events[0][1]
+    assert "the run goes on with 1 replica" in events[0][1]
+    assert await version_of(servers[0]) == "v0"
+    reply = await pool.chat({"model": MODEL, "messages": [{"role": "user", "content": "Hi."}]})
+    assert reply.text
+    servers[1].control(reload_fails="")  # the next swap only involves the replica left
+    assert (await fleet.swap(V1, BASE)).version == "v1"
+    assert list(fleet.evidence["replicas"]) == [servers[0].url]
+    await pool.aclose()
+
+
+async def test_when_no_replica_can_be_trusted_the_swap_fails_with_the_last_one_kept(server_factory):
+    servers = [server_factory(reload_fails="/ckpt/"), server_factory(reload_fails="/ckpt/")]
+    fleet, pool, events = build(servers)
+    with pytest.raises(SwapError, match="the last replica"):
+        await fleet.swap(V1, BASE)
+    assert len(pool.urls) == 1 and len(events) == 1
+    await pool.aclose()
+
+
+async def test_colocated_replicas_sleep_for_training_and_wake_in_vllms_order(server_factory):
+    servers = [server_factory(), server_factory()]
+    fleet, pool, _ = build(servers, sleep=True)
+    logged: list[str] = []
+    for replica in fleet.replicas:
+        replica.strategy.api.on_call = logged.append  # type: ignore[attr-defined]
+    await fleet.prepare(BASE)
+    await fleet.release()
+    for s in servers:
+        assert s.stats()["admin_calls"] == ["POST /pause?mode=wait", "POST /sleep?level=1"]
+    await fleet.swap(V1, BASE)
+    for s in servers:
+        assert s.stats()["admin_calls"][2:] == [
+            "POST /wake_up?tags=weights", "POST /collective_rpc", "POST /wake_up?tags=kv_cache",
+            "POST /reset_prefix_cache?reset_running_requests=false", "POST /resume", "POST /update_weight_version"]
+    phases = fleet.evidence["phases_s"]
+    assert {"drain_before_training", "sleep_before_training", "wake_weights", "reload", "wake_kv_cache",
+            "reset_prefix_cache", "resume", "verify"} <= set(phases)
+    assert any("/sleep?level=1 ok" in line for line in logged) and all(" ok (" in line for line in logged)
+    await pool.aclose()
+
+
+async def test_a_colocated_server_wakes_on_its_old_weights_when_training_gives_nothing(server_factory):
+    server = server_factory()
+    swap = ReloadSwap(ServerApi(server.url, None), sleep=True)
+    await swap.release()
+    await swap.reclaim()
+    assert server.stats()["admin_calls"] == ["POST /pause?mode=wait", "POST /sleep?level=1", "POST /wake_up",
+                                             "POST /resume"]
+    assert await version_of(server) == "v0"
