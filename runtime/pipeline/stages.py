@@ -177,6 +177,14 @@ class RoundPipeline:
                 inbox.task_done()
 
     async def _step(self, role: Role, stats: RoleStats, message: Any, outbox: asyncio.Queue | None) -> None:
+        try:
+            await self._handle(role, stats, message, outbox)
+        finally:
+            # Only now, with the verdict in the account: a Proposer woken earlier would judge the
+            # round by stale counts, go back to waiting, and nothing would wake it again.
+            self._progress.set()
+
+    async def _handle(self, role: Role, stats: RoleStats, message: Any, outbox: asyncio.Queue | None) -> None:
         stats.busy += 1
         started = time.perf_counter()
         try:
@@ -195,7 +203,6 @@ class RoundPipeline:
             stats.busy -= 1
             stats.done += 1
             stats.latency_total += time.perf_counter() - started
-            self._progress.set()
         if out is None:
             return
         try:
