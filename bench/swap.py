@@ -11,6 +11,13 @@ them and continues them on the new weights. The fingerprint of the served model 
 before the checkpoint is ready, as a run does while training.
 
     python bench/swap.py [--clients 16] [--only reload reload-continue lora restart]
+
+``--fleet`` measures instead the reload swap of a fleet (:class:`FleetSwap`): one managed
+replica against two, alternating in the same minutes, the clients spread over the replicas
+being swapped (through the run's pool, which holds new requests at the version barrier).
+Printed: each swap's seconds, failed requests, and the ratio of two replicas to one.
+
+    python bench/swap.py --fleet [--repeats 3] [--clients 16]
 """
 
 from __future__ import annotations
@@ -23,12 +30,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from isheep.runtime.core.config import ServerConfig, TrainerConfig
+from isheep.runtime.core.config import ClientConfig, ServerConfig, TrainerConfig
 from isheep.runtime.core.types import Checkpoint, ServedModel, TrainRequest
-from isheep.runtime.serving.endpoints import EndpointError, HttpEndpoint
+from isheep.runtime.serving.endpoints import EndpointError, EndpointPool, HttpEndpoint
 from isheep.runtime.serving.models import resolve_model
 from isheep.runtime.serving.server import ManagedServer
-from isheep.runtime.serving.swap import LoraSwap, ReloadSwap, RestartSwap, ServerApi
+from isheep.runtime.serving.swap import FleetSwap, LoraSwap, ReloadSwap, Replica, RestartSwap, ServerApi
 from isheep.runtime.training import TrlBackend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,17 +77,69 @@ async def measure(name: str, swap, checkpoint: Checkpoint, current: ServedModel,
     return seconds, during, served
 
 
+async def train_once(model_dir: Path, tmp: str, say) -> Checkpoint:
+    rows = [json.loads(line) for line in (ROOT / "prompts" / "seeds.jsonl").read_text().splitlines()[:6]]
+    examples = [{"id": r["id"], "round": 1, "instruction": r["instruction"], "input": r["input"],
+                 "response": r["output"]} for r in rows]
+    say("training a checkpoint (LoRA, merged)...")
+    return await TrlBackend(TrainerConfig(backend="trl", epochs=1, max_length=256)).train(
+        TrainRequest(round=1, version="v1", parent="v0", init_path=model_dir, examples=examples,
+                     out_dir=Path(tmp) / "round-01"))
+
+
+async def fleet_swap(servers: list[ManagedServer], checkpoint: Checkpoint, current: ServedModel,
+                     clients: int) -> tuple[float, int, int]:
+    """One fleet reload under load: (seconds, requests failed, requests completed during the swap)."""
+    pool = EndpointPool([(HttpEndpoint(s.url, s.api_key, timeout_s=120, connect_timeout_s=5, max_in_flight=clients),
+                          clients) for s in servers], ClientConfig(max_retries=0))
+    fleet = FleetSwap([Replica(s.url, ReloadSwap(ServerApi(s.url, s.api_key)), s) for s in servers], [pool])
+    counts = {"ok": 0, "failed": 0}
+    stop = asyncio.Event()
+    workers = [asyncio.create_task(load(pool, {"name": current.name}, stop, counts)) for _ in range(clients)]
+    await fleet.prepare(current)
+    await asyncio.sleep(5)
+    before = dict(counts)
+    started = time.monotonic()
+    await fleet.swap(checkpoint, current)
+    seconds = time.monotonic() - started
+    after = dict(counts)
+    stop.set()
+    await asyncio.gather(*workers)
+    await pool.aclose()
+    return seconds, after["failed"] - before["failed"], after["ok"] - before["ok"]
+
+
+async def fleet_main(args: argparse.Namespace) -> None:
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    model_dir = resolve_model("embedded", say)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = await train_once(model_dir, tmp, say)
+        servers = [ManagedServer(ServerConfig(), model_dir, Path(tmp) / f"server-{i}.log", served_name="smol",
+                                 dev_mode=True) for i in (1, 2)]
+        await asyncio.gather(*(s.start(say) for s in servers))
+        base = ServedModel(version="v0", name="smol", path=model_dir)
+        new = ServedModel(version="v1", name="smol", path=checkpoint.path)
+        back = Checkpoint(version="v0", parent="v0", round=0, path=model_dir)
+        times: dict[int, list[float]] = {1: [], 2: []}
+        try:
+            for _ in range(args.repeats):
+                for width in (1, 2):  # alternating, so both see the same minutes of this shared machine
+                    seconds, failed, ok = await fleet_swap(servers[:width], checkpoint, base, args.clients)
+                    times[width].append(seconds)
+                    print(f"{width} replica{'s' if width > 1 else ' '}: swap {seconds:6.2f} s | failed {failed} | "
+                          f"completed during it {ok}", flush=True)
+                    await fleet_swap(servers[:width], back, new, args.clients)  # back to v0 for the next
+        finally:
+            await asyncio.gather(*(s.stop() for s in servers))
+    one, two = (sorted(times[w])[len(times[w]) // 2] for w in (1, 2))
+    print(f"median: 1 replica {one:.2f} s, 2 replicas {two:.2f} s: ratio 2/1 = {two / one:.2f}")
+
+
 async def main_async(args: argparse.Namespace) -> None:
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     model_dir = resolve_model("embedded", say)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [json.loads(line) for line in (ROOT / "prompts" / "seeds.jsonl").read_text().splitlines()[:6]]
-        examples = [{"id": r["id"], "round": 1, "instruction": r["instruction"], "input": r["input"],
-                     "response": r["output"]} for r in rows]
-        say("training a checkpoint (LoRA, merged)...")
-        checkpoint = await TrlBackend(TrainerConfig(backend="trl", epochs=1, max_length=256)).train(
-            TrainRequest(round=1, version="v1", parent="v0", init_path=model_dir, examples=examples,
-                         out_dir=Path(tmp) / "round-01"))
+        checkpoint = await train_once(model_dir, tmp, say)
         base_ckpt = Checkpoint(version="v0", parent="v0", round=0, path=model_dir)
         server = ManagedServer(ServerConfig(), model_dir, Path(tmp) / "server.log", served_name="smol",
                                dev_mode=True, lora=True)
@@ -113,7 +172,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--only", nargs="+", choices=["reload", "reload-continue", "lora", "restart"],
                         help="measure only these strategies (default: all three; restart is the baseline)")
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--fleet", action="store_true", help="the reload swap of one replica against two")
+    parser.add_argument("--repeats", type=int, default=3, help="--fleet: swaps of each width, alternating")
+    args = parser.parse_args()
+    asyncio.run(fleet_main(args) if args.fleet else main_async(args))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from isheep.runtime.core.config import ClientConfig
+from isheep.runtime.core.errors import EndpointUnavailable
 from isheep.runtime.core.types import Checkpoint, ServedModel
 from isheep.runtime.serving.endpoints import EndpointPool, HttpEndpoint
 from isheep.runtime.serving.swap import FleetSwap, ReloadSwap, Replica, ServerApi, SwapError
@@ -150,3 +151,28 @@ async def test_a_colocated_server_wakes_on_its_old_weights_when_training_gives_n
     assert server.stats()["admin_calls"] == ["POST /pause?mode=wait", "POST /sleep?level=1", "POST /wake_up",
                                              "POST /resume"]
     assert await version_of(server) == "v0"
+
+
+class GaveUp(HttpEndpoint):
+    """A managed replica whose watchdog gave up (restarting a real vLLM three times takes minutes):
+    its requests fail with EndpointUnavailable, as ManagedEndpoint's do then."""
+
+    async def chat(self, body):
+        raise EndpointUnavailable(f"the managed vLLM server keeps dying; see {self.base_url}/server.log")
+
+
+async def test_a_replica_whose_server_gave_up_leaves_the_pool_and_the_request_goes_elsewhere(server_factory):
+    healthy, dying = server_factory(), server_factory()
+    pool = EndpointPool([(GaveUp(dying.url, None, timeout_s=5, connect_timeout_s=2, max_in_flight=4), 4),
+                         (HttpEndpoint(healthy.url, None, timeout_s=5, connect_timeout_s=2, max_in_flight=4), 4)],
+                        ClientConfig(backoff_s=0.01))
+    dropped: list[tuple[str, str]] = []
+    pool.on_drop = lambda url, why: dropped.append((url, why))
+    replies = [await pool.chat({"model": MODEL, "messages": [{"role": "user", "content": f"Q{i}"}]}) for i in range(4)]
+    assert all(r.text for r in replies) and pool.urls == [healthy.url]
+    assert dropped == [(dying.url, f"the managed vLLM server keeps dying; see {dying.url}/server.log")]
+    alone = EndpointPool([(GaveUp(dying.url, None, timeout_s=5, connect_timeout_s=2, max_in_flight=4), 4)],
+                         ClientConfig())
+    with pytest.raises(EndpointUnavailable):  # the last one: the run stops, its data safe
+        await alone.chat({"model": MODEL, "messages": [{"role": "user", "content": "Q"}]})
+    await pool.aclose()

@@ -6,6 +6,8 @@ ones (7B-class parameter counts) or the embedded model's checkpoint read from it
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from isheep.runtime.core.loading import load_config
@@ -64,3 +66,30 @@ def test_on_cpu_everything_shares_the_ram():
     procs = plan(134_515_008, gpu=False)
     assert [p.devices for p in procs] == ["cpu", "cpu"] and 3.5 < procs[0].need_gib < 5  # ~4 GB measured
     assert fits_in_ram(procs, 24) == [] and "this machine has 2.0 GiB" in fits_in_ram(procs, 2)[0]
+
+
+CONFIGS = Path(__file__).parents[2] / "examples" / "configs"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")))
+def test_every_example_config_loads(name):
+    config = load_config(CONFIGS / name, environ={"OPENAI_API_KEY": "sk-test"})
+    assert config.rounds >= 1
+
+
+def test_the_split_example_gives_each_replica_its_gpus_and_fits_eight_h100s():
+    procs = processes(load_config(CONFIGS / "gpu-split.toml", environ={}), SEVEN_B, True)
+    assert [(p.role, p.devices) for p in procs] == [
+        ("vLLM server (replica 1 of 2)", "GPU 0,1"), ("vLLM server (replica 2 of 2)", "GPU 2,3"),
+        ("training job (lora)", "GPU 4,5,6,7")]
+    assert fits(procs, H100S) == []
+
+
+def test_the_colocate_example_fits_one_gpu_because_the_server_sleeps_while_training():
+    config = load_config(CONFIGS / "gpu-colocate.toml", environ={})
+    procs = processes(config, SEVEN_B, True)
+    assert procs[0].sleeps and "asleep while training runs" in procs[0].note
+    assert fits(procs, H100S[:1]) == []
+    awake = processes(config.model_copy(update={"server": config.server.model_copy(update={"placement": "split"})}),
+                      SEVEN_B, True)
+    assert any("GPU 0: its processes together need" in p for p in fits(awake, H100S[:1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -104,8 +105,6 @@ def test_two_rounds_killed_during_training_then_resumed(embedded_model, tmp_path
 @pytest.fixture(scope="module")
 def swap_server(embedded_model, tmp_path_factory):
     """A server with vLLM's dev-mode routes (reload) and runtime LoRA adapters, on loopback."""
-    import asyncio
-
     log = tmp_path_factory.mktemp("swap") / "server.log"
     server = ManagedServer(ServerConfig(), embedded_model, log, served_name="smol", dev_mode=True, lora=True)
     loop = asyncio.new_event_loop()
@@ -120,8 +119,6 @@ JOB_EVENTS: list[dict] = []
 
 @pytest.fixture(scope="module")
 def trained(embedded_model, tmp_path_factory):
-    import asyncio
-
     backend = TrlBackend(TrainerConfig(backend="trl", epochs=1, max_length=256), on_progress=JOB_EVENTS.append)
     request = TrainRequest(round=1, version="v1", parent="v0", init_path=embedded_model, examples=seed_examples(6),
                            out_dir=tmp_path_factory.mktemp("train") / "round-01")
@@ -141,26 +138,31 @@ def test_the_training_job_reports_what_it_is_doing(trained):
     assert JOB_EVENTS[-1]["event"] == "done"
 
 
-def test_reload_swaps_weights_in_place_and_back(swap_server, trained, embedded_model):
+def reload_and_back(swap_server, checkpoint: Checkpoint, embedded_model: Path) -> dict:
+    """Reload ``checkpoint`` into the server, check it serves it, put the base back; the new model's probe."""
     server, loop = swap_server
     api = ServerApi(server.url, server.api_key)
     swap = ReloadSwap(api)
     base = ServedModel(version="v0", name="smol", path=embedded_model)
     original = loop.run_until_complete(api.fingerprint("smol"))
-    served = loop.run_until_complete(swap.swap(trained, base))
-    assert served == ServedModel(version="v1", name="smol", path=trained.path)
+    served = loop.run_until_complete(swap.swap(checkpoint, base))
+    assert served == ServedModel(version="v1", name="smol", path=checkpoint.path)
     assert swap.evidence["weights_changed"] and loop.run_until_complete(api.fingerprint("smol")) != original
     info = loop.run_until_complete(api.request("GET", f"{api.root}/weight_info"))
     assert info["weight_version"] == "v1"
+    answer = loop.run_until_complete(api.probe("smol"))
     back = Checkpoint(version="v0", parent="v0", round=0, path=embedded_model)
     loop.run_until_complete(swap.swap(back, served))
     assert loop.run_until_complete(api.fingerprint("smol")) == original  # the old weights, exactly
+    return answer
+
+
+def test_reload_swaps_weights_in_place_and_back(swap_server, trained, embedded_model):
+    reload_and_back(swap_server, trained, embedded_model)
 
 
 @pytest.mark.parametrize("in_flight", ["finish", "continue"])
 def test_requests_in_flight_during_a_reload_all_complete(swap_server, trained, embedded_model, in_flight):
-    import asyncio
-
     server, loop = swap_server
     api = ServerApi(server.url, server.api_key)
     swap = ReloadSwap(api, in_flight)
@@ -251,3 +253,36 @@ async def test_a_failed_swap_is_recorded_and_the_run_goes_on(swap_server, embedd
     assert any("v1 rolled back" in m for m in events)
     assert detail["swap"]["restored_exactly"] is True
     assert "swap failures" in result.extra and "v1" in result.extra["swap failures"]
+
+
+# A two-process CPU training (trainer.num_processes = 2, gloo) whose merged model is then served.
+PAIRS, BATCH = 8, 2
+EVENTS: list[dict] = []
+
+
+@pytest.fixture(scope="module")
+def two_processes(embedded_model, tmp_path_factory) -> Checkpoint:
+    """One round trained by two processes on the CPU, under accelerate launch."""
+    settings = TrainerConfig(backend="trl", epochs=1, max_length=128, batch_size=BATCH, num_processes=2)
+    request = TrainRequest(round=1, version="v1", parent="v0", init_path=embedded_model,
+                           examples=seed_examples(PAIRS), out_dir=tmp_path_factory.mktemp("train") / "round-01")
+    return asyncio.run(TrlBackend(settings, on_progress=EVENTS.append).train(request))
+
+
+@pytest.mark.timeout(900)
+def test_two_processes_train_once_merge_once_and_the_result_is_served(two_processes, swap_server, embedded_model):
+    out = Path(two_processes.path).parent
+    phases = [e for e in EVENTS if e["event"] == "phase"]
+    assert [e["phase"] for e in phases] == ["loading", "tokenizing", "training", "saving", "merging"]
+    assert phases[0]["processes"] == 2 and phases[2]["processes"] == 2  # launched, and joined the gloo group
+    # Each step takes BATCH pairs from each process: half the steps one process would take.
+    assert phases[2]["max_steps"] == PAIRS // (BATCH * 2)
+    steps = [e["step"] for e in EVENTS if e["event"] == "step"]
+    assert steps == list(range(1, phases[2]["max_steps"] + 1))  # rank 0 alone reports, each step once
+    assert [e["event"] for e in EVENTS].count("done") == 1 and EVENTS[-1]["event"] == "done"
+    assert two_processes.kind == "full" and two_processes.path == out / "model"
+    weights = sorted(str(p.relative_to(out)) for p in out.rglob("*.safetensors"))
+    assert weights == ["adapter/adapter_model.safetensors", "model/model.safetensors"]  # one adapter, one merge
+
+    answer = reload_and_back(swap_server, two_processes, embedded_model)
+    assert answer["choices"][0]["message"]["content"].strip()  # the merged model answers

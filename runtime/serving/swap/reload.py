@@ -19,10 +19,12 @@ reset the prefix cache, resume, verify. Each phase is timed in the swap's eviden
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 from typing import Literal
 
-from isheep.runtime.core.types import Checkpoint
+from isheep.runtime.core.types import Checkpoint, ServedModel
 
 from ..api import ServerApi, SwapError
 from ..server import ManagedServer
@@ -44,9 +46,23 @@ class ReloadSwap(FolderSwap):
         self._asleep = False
         self._slept: dict[str, float] = {}
 
+    async def _server_up(self) -> None:
+        """A managed server its watchdog is restarting is waited for, not failed on."""
+        server = self.server
+        while server is not None and not server.ready.is_set():
+            if server.gave_up:
+                raise SwapError(f"the server at {server.url} keeps dying; see {server.log_path}")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.ready.wait(), timeout=1.0)
+
+    async def prepare(self, current: ServedModel) -> None:
+        await self._server_up()
+        await super().prepare(current)
+
     async def release(self) -> None:
         if not self.sleep or self._asleep:
             return
+        await self._server_up()
         root, clock = self.api.root, Phases()
         await self.api.request("POST", f"{root}/pause", params={"mode": "wait"})
         clock.lap("drain")
@@ -61,6 +77,7 @@ class ReloadSwap(FolderSwap):
             self._asleep = False
 
     async def _load(self, path: str, version: str, clock: Phases) -> None:
+        await self._server_up()
         if self._asleep:
             await self._wake_into(path, clock)
         else:
