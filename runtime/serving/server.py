@@ -100,6 +100,10 @@ class ManagedServer:
         self.sleep_mode = sleep_mode
         #: The weight version served (set by reload swaps; restored after a watchdog restart).
         self.weight_version: str | None = None
+        #: Put to sleep for colocated training (set by the reload swap): a restart goes back to sleep.
+        self.asleep = False
+        #: Stopped for good (:meth:`stop`): requests waiting for it fail rather than wait forever.
+        self.stopped = False
         self.device = config.device if config.device != "auto" else detect_device()
         self.port = config.port or free_port(config.host)
         self.api_key = secrets.token_urlsafe(24)
@@ -247,6 +251,8 @@ class ManagedServer:
                 self._emit("error", f"vLLM restart failed: {exc}")
                 continue
             await self._restore_weight_version()
+            if self.asleep:
+                await self._sleep_again()
             self._emit("info", f"vLLM is back after restart {self.restarts}"
                                + (f", serving {self.weight_version} from {self.model_dir}" if self.weight_version else ""))
             self.ready.set()
@@ -265,6 +271,17 @@ class ManagedServer:
             with contextlib.suppress(EndpointError):  # the swap's verification reads it; a miss shows there
                 await send(session, "POST", f"{root}/update_weight_version",
                            body={"new_version": self.weight_version})
+
+    async def _sleep_again(self) -> None:
+        """A restart during colocated training comes up awake, on the trainer's GPUs: back to sleep."""
+        root = self.url.rsplit("/v1", 1)[0]
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=120)) as session:
+            try:
+                await send(session, "POST", f"{root}/pause", params={"mode": "wait"})
+                await send(session, "POST", f"{root}/sleep", params={"level": "1"})
+            except EndpointError as exc:
+                self._emit("error", f"vLLM came back awake during training and could not be put to sleep: {exc}")
 
     @property
     def gave_up(self) -> bool:
@@ -336,7 +353,7 @@ class ManagedServer:
 
     async def stop(self) -> None:
         """Take the server and everything it started down."""
-        self._stopping = True
+        self._stopping = self.stopped = True
         self.ready.clear()
         if self._watchdog is not None:
             self._watchdog.cancel()

@@ -9,15 +9,21 @@ against the real vLLM server in tests/vllm/test_fleet.py.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
 
-from isheep.runtime.core.config import ClientConfig
+from isheep.runtime.core.config import ClientConfig, ServerConfig
 from isheep.runtime.core.errors import EndpointUnavailable
 from isheep.runtime.core.types import Checkpoint, ServedModel
 from isheep.runtime.serving.endpoints import EndpointPool, HttpEndpoint
-from isheep.runtime.serving.swap import FleetSwap, ReloadSwap, Replica, ServerApi, SwapError
+from isheep.runtime.serving.endpoints.managed import ManagedEndpoint
+from isheep.runtime.serving.server import ManagedServer
+from isheep.runtime.serving.swap import CommandSwap, FleetSwap, ReloadSwap, Replica, ServerApi, SwapError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -176,3 +182,120 @@ async def test_a_replica_whose_server_gave_up_leaves_the_pool_and_the_request_go
     with pytest.raises(EndpointUnavailable):  # the last one: the run stops, its data safe
         await alone.chat({"model": MODEL, "messages": [{"role": "user", "content": "Q"}]})
     await pool.aclose()
+
+
+class SlowToGiveUp(GaveUp):
+    """Several requests are in flight on it when the first one finds it gone."""
+
+    closed = False
+
+    async def chat(self, body):
+        await asyncio.sleep(0.05)
+        return await super().chat(body)
+
+    async def aclose(self):
+        SlowToGiveUp.closed = True
+        await super().aclose()
+
+
+async def test_requests_in_flight_on_a_replica_that_gave_up_all_go_elsewhere(server_factory):
+    healthy, dying = server_factory(), server_factory()
+    pool = EndpointPool([(SlowToGiveUp(dying.url, None, timeout_s=5, connect_timeout_s=2, max_in_flight=8), 8),
+                         (HttpEndpoint(healthy.url, None, timeout_s=5, connect_timeout_s=2, max_in_flight=8), 8)],
+                        ClientConfig(backoff_s=0.01))
+    dropped: list[str] = []
+    pool.on_drop = lambda url, why: dropped.append(url)
+    replies = await asyncio.gather(*(pool.chat({"model": MODEL, "messages": [{"role": "user", "content": f"Q{i}"}]})
+                                     for i in range(12)))
+    assert all(r.text for r in replies) and pool.urls == [healthy.url]
+    assert dropped == [dying.url]  # once, however many requests found it gone
+    await pool.aclose()
+    assert SlowToGiveUp.closed  # a dropped replica's connections are closed with the pool
+
+
+async def test_a_sleeping_server_whose_probe_was_never_taken_wakes_for_it_before_the_reload(server_factory):
+    """The probe before training failed (say, a timeout): the swap must not probe a sleeping server."""
+    server = server_factory()
+    swap = ReloadSwap(ServerApi(server.url, None), sleep=True)
+    await swap.release()
+    served = await swap.swap(V1, BASE)
+    assert served.version == "v1" and swap.evidence["weights_changed"]
+    assert server.stats()["admin_calls"] == [
+        "POST /pause?mode=wait", "POST /sleep?level=1", "POST /wake_up", "POST /resume",  # woken on v0, probed
+        "POST /pause?mode=wait", "POST /collective_rpc", "POST /reset_prefix_cache?reset_running_requests=false",
+        "POST /resume", "POST /update_weight_version"]
+    assert server.stats()["answered_while_unready"] == 0
+
+
+class Restarting:
+    """What a reload swap reads of a managed server (ManagedServer's ``ready``, ``gave_up``): one
+    whose watchdog gave up after three restarts (minutes on a real vLLM)."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.log_path, self.gave_up, self.ready = url, Path("/tmp/server.log"), True, asyncio.Event()
+
+
+async def test_a_replica_whose_server_keeps_dying_is_taken_out_and_the_rest_put_back(server_factory):
+    servers = [server_factory(), server_factory()]
+    fleet, pool, events = build(servers)
+    fleet.replicas[1].strategy.server = Restarting(servers[1].url)  # type: ignore[attr-defined]
+    await fleet.prepare(BASE)
+    with pytest.raises(SwapError, match="failed on 1 of 2"):
+        await fleet.swap(V1, BASE)
+    assert pool.urls == [servers[0].url] and await version_of(servers[0]) == "v0"
+    assert fleet.evidence["replicas"][servers[1].url]["restored"] is False
+    assert "keeps dying" in events[0][1] and "taken out of the pool" in events[0][1]
+    await pool.aclose()
+
+
+async def test_a_failed_command_swap_with_no_rollback_command_says_nothing_was_restored(server_factory):
+    server = server_factory()
+    swap = CommandSwap(ServerApi(server.url, None), "exit 3", rollback_command=None, expect_model=None, timeout_s=5)
+    with pytest.raises(SwapError, match="exited with status 3.*no swap.rollback_command") as failed:
+        await swap.swap(V1, BASE)
+    assert failed.value.restored is False  # a fleet takes such a replica out rather than trust it
+
+
+class ManagedTestServer(ManagedServer):
+    """The managed server's whole lifecycle (guard, watchdog, restarts, key) around the test server
+    instead of vLLM, whose restart takes a minute here."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(Path(__file__).parents[1] / "support" / "openai_server.py"), "--port",
+                str(self.port), "--config", json.dumps({"api_key": self.api_key, "model": MODEL})]
+
+
+async def admin_calls(server: ManagedServer) -> list[str]:
+    return (await ServerApi(server.url, server.api_key).request("GET", server.url.rsplit("/v1", 1)[0] + "/_stats"))[
+        "admin_calls"]
+
+
+async def test_a_server_restarted_while_asleep_for_training_goes_back_to_sleep(tmp_path):
+    server = ManagedTestServer(ServerConfig(device="cpu", startup_timeout_s=60), Path("/m"), tmp_path / "server.log",
+                               served_name=MODEL, dev_mode=True)
+    await server.start()
+    try:
+        swap = ReloadSwap(ServerApi(server.url, server.api_key), sleep=True, server=server)
+        await swap.prepare(BASE)
+        await swap.release()
+        os.kill(server.server_pid, signal.SIGKILL)  # dies while the trainer has its GPUs
+        while server.restarts < 1 or not server.ready.is_set():
+            await asyncio.sleep(0.1)
+        assert await admin_calls(server) == ["POST /pause?mode=wait", "POST /sleep?level=1"]  # the new process
+        assert (await swap.swap(V1, BASE)).version == "v1" and swap.evidence["weights_changed"]
+        assert (await admin_calls(server))[2:4] == ["POST /wake_up?tags=weights", "POST /collective_rpc"]
+        assert not server.asleep
+    finally:
+        await server.stop()
+
+
+async def test_requests_waiting_for_a_stopped_server_fail_instead_of_waiting_forever(tmp_path):
+    server = ManagedTestServer(ServerConfig(device="cpu", startup_timeout_s=60), Path("/m"), tmp_path / "server.log",
+                               served_name=MODEL)
+    await server.start()
+    endpoint = ManagedEndpoint(server, timeout_s=5, connect_timeout_s=2, max_in_flight=4)
+    assert (await endpoint.chat({"model": MODEL, "messages": [{"role": "user", "content": "Hi."}]})).text
+    await server.stop()  # a replica taken out of the fleet
+    with pytest.raises(EndpointUnavailable, match="was stopped"):
+        await asyncio.wait_for(endpoint.chat({"model": MODEL, "messages": [{"role": "user", "content": "Hi."}]}), 10)
+    await endpoint.aclose()

@@ -31,6 +31,8 @@ class ManagedEndpoint(Endpoint):
         while not self.server.ready.is_set():
             if self.server.gave_up:
                 raise EndpointUnavailable(f"the managed vLLM server keeps dying; see {self.server.log_path}")
+            if self.server.stopped:  # taken out of the fleet, or the run is closing
+                raise EndpointUnavailable(f"the managed vLLM server at {self.server.url} was stopped")
             try:
                 await asyncio.wait_for(self.server.ready.wait(), timeout=1.0)
             except asyncio.TimeoutError:

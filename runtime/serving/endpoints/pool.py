@@ -96,6 +96,7 @@ class EndpointPool(Client):
         self._open = asyncio.Event()  # cleared while a fleet swap holds new requests (the version barrier)
         self._open.set()
         self._holders = 0
+        self._dropped: list[_Member] = []
         self.on_drop: DropHook | None = None
 
     @classmethod
@@ -135,6 +136,7 @@ class EndpointPool(Client):
             raise ValueError(f"{url} is not in the pool")
         if not members:
             raise ValueError(f"{url} is the last endpoint of the pool")
+        self._dropped.extend(m for m in self._members if m.stats.url == url)  # closed with the pool
         self._members = members
 
     @property
@@ -215,7 +217,9 @@ class EndpointPool(Client):
                     try:
                         result: Completion = await getattr(member.endpoint, method)(body)
                     except EndpointUnavailable as gone:
-                        if len(self._members) == 1 or member not in self._members:
+                        if member not in self._members:
+                            continue  # a concurrent request already took it out: try the rest
+                        if len(self._members) == 1:
                             raise
                         self._drop(member, str(gone))  # a managed replica that keeps dying: the rest go on
                         continue
@@ -304,4 +308,5 @@ class EndpointPool(Client):
         return model
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(m.endpoint.aclose() for m in self._members), return_exceptions=True)
+        members = self._members + self._dropped
+        await asyncio.gather(*(m.endpoint.aclose() for m in members), return_exceptions=True)

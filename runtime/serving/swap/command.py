@@ -64,7 +64,9 @@ class CommandSwap(SwapStrategy):
                 except SwapError as again:
                     raise SwapError(f"{exc}; rollback failed too: {again}", restored=False) from None
                 raise SwapError(f"{exc}; rolled back to {current.version}") from None
-            raise
+            # Nothing puts the previous model back: what the endpoint serves now is unknown.
+            raise SwapError(f"{exc}; no swap.rollback_command, so {current.version} was not put back",
+                            restored=False) from None
         return ServedModel(version=checkpoint.version, name=name, path=checkpoint.path)
 
     async def restore(self, previous: ServedModel, served: ServedModel) -> ServedModel:

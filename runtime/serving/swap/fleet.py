@@ -107,21 +107,28 @@ class FleetSwap(SwapStrategy):
     # -- the transaction ---------------------------------------------------------------------
     async def _roll_back(self, current: ServedModel, served: list[tuple[Replica, ServedModel]],
                          failed: list[tuple[Replica, BaseException]]) -> None:
-        """Put the replicas that took the checkpoint back; drop those left serving neither model."""
+        """Put the replicas that took the checkpoint back; drop those left serving neither model.
+
+        Every replica is dealt with before the last one that cannot be trusted fails the swap, so
+        none is left on the new weights by an error on another.
+        """
         evidence: dict[str, Any] = {}
+        untrusted: list[tuple[Replica, str]] = []
         for replica, model in served:
             try:
                 await replica.strategy.restore(current, model)
                 evidence[replica.url] = {"restored": True}
             except Exception as exc:  # noqa: BLE001 - whatever broke, this replica cannot be trusted
                 evidence[replica.url] = {"restored": False, "error": str(exc)}
-                await self._drop(replica, f"it could not serve {current.version} again ({exc})")
+                untrusted.append((replica, f"it could not serve {current.version} again ({exc})"))
         for replica, exc in failed:
             restored = getattr(exc, "restored", True)
             evidence[replica.url] = {**replica.strategy.evidence, "error": str(exc), "restored": restored}
             if not restored:
-                await self._drop(replica, f"its swap failed and {current.version} could not be restored ({exc})")
+                untrusted.append((replica, f"its swap failed and {current.version} could not be restored ({exc})"))
         self.evidence = {"replicas": evidence}
+        for replica, why in untrusted:
+            await self._drop(replica, why)
 
     def _evidence(self, replicas: list[Replica], checkpoint: Checkpoint) -> dict[str, Any]:
         per = {r.url: dict(r.strategy.evidence) for r in replicas}

@@ -51,12 +51,17 @@ class ReloadSwap(FolderSwap):
         server = self.server
         while server is not None and not server.ready.is_set():
             if server.gave_up:
-                raise SwapError(f"the server at {server.url} keeps dying; see {server.log_path}")
+                # Neither model answers there: a fleet takes this replica out rather than trust it.
+                raise SwapError(f"the server at {server.url} keeps dying; see {server.log_path}", restored=False)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.ready.wait(), timeout=1.0)
 
     async def prepare(self, current: ServedModel) -> None:
         await self._server_up()
+        if self._asleep and current.version not in self._fingerprints:
+            # The probe before training failed, and a sleeping server answers nothing: it wakes on
+            # the old weights for the probe the swap is verified against, then reloads as usual.
+            await self.reclaim()
         await super().prepare(current)
 
     async def release(self) -> None:
@@ -69,12 +74,15 @@ class ReloadSwap(FolderSwap):
         await self.api.request("POST", f"{root}/sleep", params={"level": "1"})
         clock.lap("sleep")
         self._asleep, self._slept = True, clock.seconds
+        if self.server is not None:
+            self.server.asleep = True
 
     async def reclaim(self) -> None:
         if self._asleep:
+            await self._server_up()
             await self.api.request("POST", f"{self.api.root}/wake_up")
             await self.api.request("POST", f"{self.api.root}/resume")
-            self._asleep = False
+            self._awake()
 
     async def _load(self, path: str, version: str, clock: Phases) -> None:
         await self._server_up()
@@ -96,12 +104,17 @@ class ReloadSwap(FolderSwap):
                                json={"method": "reload_weights", "kwargs": {"weights_path": path}})
         clock.lap("reload")
         await self.api.request("POST", f"{root}/wake_up", params={"tags": "kv_cache"})
-        self._asleep = False
+        self._awake()
         clock.lap("wake_kv_cache")
         await self._reset_prefix_cache(running=False)
         clock.lap("reset_prefix_cache")
         await self.api.request("POST", f"{root}/resume")
         clock.lap("resume")
+
+    def _awake(self) -> None:
+        self._asleep = False
+        if self.server is not None:
+            self.server.asleep = False
 
     async def _reset_prefix_cache(self, running: bool) -> None:
         reset = await self.api.request("POST", f"{self.api.root}/reset_prefix_cache", params={
