@@ -81,6 +81,9 @@ class ModelUpdater:
         except Exception as exc:  # noqa: BLE001 - only a head start; the swap does it again if need be
             self.store.event("swap", f"preparing the swap failed ({exc}); it will be done during the swap",
                              level="warning", round=k)
+        if self.evaluator is not None:
+            # The gate's baseline is the model served now, measured before a colocated server sleeps.
+            await self._baseline(current)
         await self._release(k)
         try:
             checkpoint = await self.trainer.train(request)
@@ -92,7 +95,11 @@ class ModelUpdater:
                 raise UserError(str(exc)) from None
             return None
         except BaseException:
-            await asyncio.shield(self._reclaim(k))  # stopped mid-training: the server must not stay asleep
+            try:  # stopped mid-training: the server must not stay asleep
+                await asyncio.shield(self._reclaim(k))
+            except Exception as exc:  # noqa: BLE001 - the stop is what the caller must see, not this
+                self.store.event("swap", f"round {k}: the server did not wake after the stop: {exc}",
+                                 level="error", round=k)
             raise
         if checkpoint is None:
             await self._reclaim(k)

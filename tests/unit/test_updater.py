@@ -19,6 +19,7 @@ from isheep.runtime.core.loading import load_config
 from isheep.runtime.core.errors import UserError
 from isheep.runtime.core.messages import Assessment, Instruction, Response, RoundEvent, Score, Verdict
 from isheep.runtime.core.types import Checkpoint, Models, ServedModel, TrainingFailed, TrainRequest
+from isheep.runtime.pipeline.evaluation import EvalResult
 from isheep.runtime.pipeline.stats import RunStats
 from isheep.runtime.pipeline.updater import ModelUpdater
 from isheep.runtime.serving import SwapError
@@ -313,5 +314,80 @@ async def test_keep_checkpoints_zero_keeps_every_merged_model(tmp_path):
         for k in (1, 2):
             assert await s.updater.swap(k, await s.updater.train(k)) == "serving"
         assert all((s.folder / "checkpoints" / f"round-{k:02d}" / "model").is_dir() for k in (1, 2))
+    finally:
+        await s.store.aclose()
+
+
+class SleepingSwap(RecordingSwap):
+    """A colocated server: asleep from ``release`` until the swap (or ``reclaim``) wakes it."""
+
+    asleep = False
+
+    async def release(self) -> None:
+        self.calls.append(("release",))
+        self.asleep = True
+
+    async def reclaim(self) -> None:
+        self.calls.append(("reclaim",))
+        self.asleep = False
+
+    async def swap(self, checkpoint: Checkpoint, current: ServedModel) -> ServedModel:
+        self.asleep = False
+        return await super().swap(checkpoint, current)
+
+    async def restore(self, previous: ServedModel, served: ServedModel) -> ServedModel:
+        self.calls.append(("restore", previous.version))
+        return previous
+
+
+class ScoreByVersion:
+    """The evaluation gate's interface: a fixed score per version, and a sleeping server never answers."""
+
+    def __init__(self, swapper: SleepingSwap, scores: dict[str, float]) -> None:
+        self.swapper, self.scores, self.asked = swapper, scores, []
+
+    async def evaluate(self, model: ServedModel) -> EvalResult:
+        assert not self.swapper.asleep, f"{model.version} evaluated on a sleeping server: the gate would hang"
+        self.asked.append(model.version)
+        return EvalResult(version=model.version, score=self.scores[model.version], critic_mean=None, checks_rate=None)
+
+
+async def test_the_gate_measures_its_baseline_before_a_colocated_server_sleeps(tmp_path):
+    s = Setup(tmp_path, {1: 2, 2: 2}, **{"evaluation.enabled": True})
+    s.swapper = SleepingSwap()
+    evaluator = ScoreByVersion(s.swapper, {"v0": 0.5, "v1": 0.6, "v2": 0.1})
+    s.updater = ModelUpdater(s.config, s.store, s.models, s.stats, s.trainer, s.swapper, evaluator)
+    await s.store.start()
+    try:
+        assert await s.updater.swap(1, await s.updater.train(1)) == "serving"
+        assert await s.updater.swap(2, await s.updater.train(2)) == "rejected"  # 0.1 < 0.6 - margin
+        assert evaluator.asked == ["v0", "v1", "v2"]  # v1's score, measured as the new model, is its baseline
+        assert [c[0] for c in s.swapper.calls] == ["prepare", "release", "swap", "prepare", "release", "swap",
+                                                 "restore"]
+    finally:
+        await s.store.aclose()
+
+
+class StuckAsleep(SleepingSwap):
+    async def reclaim(self) -> None:
+        raise SwapError("wake_up answered HTTP 500")
+
+
+async def test_a_stop_during_training_is_what_the_caller_sees_even_when_the_server_does_not_wake(tmp_path):
+    s = Setup(tmp_path, {1: 2})
+    s.swapper = StuckAsleep()
+
+    class Interrupted(FolderTrainer):
+        async def train(self, request):
+            raise KeyboardInterrupt
+
+    s.updater = ModelUpdater(s.config, s.store, s.models, s.stats, Interrupted(s.config), s.swapper)
+    await s.store.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            await s.updater.train(1)
+        await flush(s.store)
+        assert s.events("swap") == [("error", "round 1: the server did not wake after the stop: round 1: the server "
+                                              "did not wake after training: wake_up answered HTTP 500")]
     finally:
         await s.store.aclose()
