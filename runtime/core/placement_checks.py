@@ -33,6 +33,10 @@ def _check_replicas(config: "RunConfig") -> None:
     if server.replicas > 1 and server.port:
         raise ValueError(f"server.port = {server.port} with server.replicas = {server.replicas}: each replica needs "
                          "its own port, leave server.port at 0 (free ports are picked)")
+    if len(config.endpoints) > 1 and config.swap.strategy == "command" and not config.swap.rollback_command:
+        # A fleet swaps as one: when one replica fails, those that took the checkpoint must go back.
+        raise ValueError(f"the command swap on {len(config.endpoints)} endpoints needs swap.rollback_command: when "
+                         "one replica fails, the others must be put back on the previous model")
 
 
 def _check_devices(config: "RunConfig") -> None:

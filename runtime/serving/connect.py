@@ -20,7 +20,7 @@ from .endpoints import EndpointPool
 from .endpoints.managed import ManagedEndpoint
 from .models import resolve_model
 from .placement import replica_configs
-from .server import ManagedServer
+from .server import ManagedServer, detect_device
 from .swap import CommandSwap, FleetSwap, LoraSwap, NoSwap, ReloadSwap, Replica, RestartSwap, SwapStrategy
 
 Progress = Callable[[str], None]
@@ -146,10 +146,11 @@ async def _open_managed(config: RunConfig, folder: Path, environ: Mapping[str, s
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     name = config.server.served_name or model_dir.name
     several = config.server.replicas > 1
+    device = config.server.device if config.server.device != "auto" else detect_device()
     replicas = [ManagedServer(section, model_dir, folder / (f"server-{i + 1}.log" if several else "server.log"),
                               served_name=name, dev_mode=strategy == "reload", lora=strategy == "lora",
                               sleep_mode=config.server.placement == "colocate")
-                for i, section in enumerate(replica_configs(config))]
+                for i, section in enumerate(replica_configs(config, device))]
     servers = list(replicas)
     try:
         await _start_all(replicas, progress)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from isheep.runtime.core.config import RunConfig, ServerConfig
+from isheep.runtime.core.errors import UserError
 
 GIB = 2**30
 ACTIVATIONS = 1.2  # a fifth on top for activations and buffers (short sequences, small batches)
@@ -122,7 +123,7 @@ def _servers(config: RunConfig, params: int | None, gpu: bool) -> list[Process]:
         note += "; asleep while training runs (weights in host RAM, cache dropped)"
     dp = f" x DP {server.data_parallel_size}" if server.data_parallel_size > 1 else ""
     out = []
-    for i, gpus in enumerate(c.gpus for c in replica_configs(config)):
+    for i, gpus in enumerate(c.gpus for c in replica_configs(config, "cuda" if gpu else "cpu")):
         name = f"vLLM server{dp}" + (f" (replica {i + 1} of {server.replicas})" if server.replicas > 1 else "")
         out.append(Process(name, _devices(gpus, "all GPUs") if gpu else "cpu", need, note, tuple(gpus),
                            share if gpu else 1.0, sleeps))
@@ -132,9 +133,17 @@ def _servers(config: RunConfig, params: int | None, gpu: bool) -> list[Process]:
     return out
 
 
-def replica_configs(config: RunConfig) -> list[ServerConfig]:
-    """The ``[server]`` section of each managed replica: its own slice of ``server.gpus``, in order."""
+def replica_configs(config: RunConfig, device: str = "cpu") -> list[ServerConfig]:
+    """The ``[server]`` section of each managed replica: its own slice of ``server.gpus``, in order.
+
+    Raises:
+        UserError: several replicas on GPUs with no ``server.gpus``: each would see every GPU and
+            take 90% of it, so the second could not start.
+    """
     server = config.server
+    if device == "cuda" and server.replicas > 1 and not server.gpus:
+        raise UserError(f"server.replicas = {server.replicas} on GPUs needs server.gpus (each replica's devices, "
+                        "in replica order): without it every replica would start on all GPUs")
     per = server.tensor_parallel_size * server.data_parallel_size
     return [server.model_copy(update={"gpus": server.gpus[i * per:(i + 1) * per]}) for i in range(server.replicas)]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from isheep.runtime.core.config import ServerConfig, TrainerConfig
-from isheep.runtime.core.errors import ConfigError
+from isheep.runtime.core.errors import ConfigError, UserError
 from isheep.runtime.core.loading import load_config
 from isheep.runtime.core.types import TrainRequest
 from isheep.runtime.serving.server import ManagedServer
@@ -76,6 +76,9 @@ def test_eight_gpus_split_between_serving_and_training_load():
      "it does not apply to \\[\\[endpoints\\]\\]"),
     ({"server.placement": "colocate", "critic.model": "base"}, "keep a second server \\(the base judge\\) awake"),
     ({"trainer.num_processes": 4, "trainer.gpus": [4, 5]}, "needs a GPU each; trainer.gpus lists 2"),
+    ({"endpoints": [{"base_url": "http://gpu-1:8000/v1"}, {"base_url": "http://gpu-2:8000/v1"}],
+      "swap.strategy": "command", "swap.command": "redeploy", "critic.model": "current"},
+     "the command swap on 2 endpoints needs swap.rollback_command"),
 ])
 def test_placements_that_cannot_work_are_refused_at_load(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -93,6 +96,15 @@ def test_replicas_each_get_their_slice_of_the_gpus(tmp_path):
                           served_name="m").environment()["CUDA_VISIBLE_DEVICES"]
             for i, c in enumerate(replica_configs(config))]
     assert envs == ["0,1", "2,3"]
+
+
+def test_replicas_on_gpus_must_be_given_their_devices():
+    from isheep.runtime.serving.placement import replica_configs
+
+    config = load_config(overrides={"server.replicas": 2}, environ={})
+    assert [c.gpus for c in replica_configs(config, "cpu")] == [[], []]  # vLLM-CPU: no devices to split
+    with pytest.raises(UserError, match=r"server.replicas = 2 on GPUs needs server.gpus"):
+        replica_configs(config, "cuda")  # each would start on every GPU and take 90% of it
 
 
 def test_colocated_servers_can_sleep_on_gpus_and_keep_the_cpu_flags_valid(tmp_path):
