@@ -113,6 +113,14 @@ class RoundPipeline:
 
     # -- the Proposers -----------------------------------------------------------------------
     async def _propose(self, outbox: asyncio.Queue[Instruction]) -> None:
+        try:
+            await self._proposing(outbox)
+        finally:
+            # A call that failed, or whose drafts the filters all screened out, sends no verdict
+            # down the pipeline: the Proposers waiting on it must look again all the same.
+            self._progress.set()
+
+    async def _proposing(self, outbox: asyncio.Queue[Instruction]) -> None:
         account = self.account
         while account.wants_more():
             await self.running.wait()
@@ -122,9 +130,11 @@ class RoundPipeline:
                 continue
             out = await self._call_proposer(ProposalRequest(round=account.round, call=account.next_call()))
             if out is None:
+                self._progress.set()
                 continue
             account.admitted(sum(1 for m in out if isinstance(m, Instruction)))
             if not out:
+                self._progress.set()
                 if account.proposed >= account.cap:
                     break
                 self._barren += 1
@@ -139,6 +149,7 @@ class RoundPipeline:
                     account.record(message)
                 else:
                     await outbox.put(message)
+            self._progress.set()
 
     async def _call_proposer(self, request: ProposalRequest) -> list | None:
         """One proposal call; None when it failed (and was recorded), after too many in a row an error."""

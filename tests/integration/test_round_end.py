@@ -6,6 +6,10 @@ with nothing left in flight nobody woke it again, so the round never closed (fou
 proposer workers and ``min_pending = 0``, the default, on the real server). Here the order that
 stalled is forced: of the first call's two instructions, the second is rejected by the Responder
 only after the first was kept and counted.
+
+A Proposer whose last call reaches the proposal cap with drafts its filters all screen out
+leaves with no verdict for the pipeline to pass on: the other one, waiting on that call, must
+still be woken to see the round is over.
 """
 
 from __future__ import annotations
@@ -73,3 +77,15 @@ async def test_a_round_closes_when_the_last_verdict_in_flight_falls_short(server
         "trainer": lambda *args: Noting(*args, order=order)})
     assert not result.stopped and result.totals.get("kept", 0) >= 2, (result.totals, result.reasons, result.rounds)
     assert order.seen > 2  # proposing went on after the stale wake-up
+
+
+async def test_a_round_closes_when_its_last_proposals_are_all_screened_out_at_the_cap(server_factory, tmp_path,
+                                                                                      clean_env):
+    server = server_factory(tasks_per_call=2, bad_rate=1.0, dup_rate=0.0, delay_s=0.2)
+    config = load_config(overrides={
+        "endpoints": [{"base_url": server.url}], "model": "test-model", "out": str(tmp_path / "run"), "rounds": 1,
+        "round_size": 2, "close_on": "kept", "max_proposed": 2, "proposer.workers": 2, "proposer.tasks_per_call": 2,
+        "proposer.min_pending": 0}, environ={})
+    result = await isheep.arun(config)
+    assert not result.stopped and result.totals.get("kept", 0) == 0, (result.totals, result.reasons)
+    assert sum(result.reasons.values()) == 2  # both drafts screened out by the Proposer's filters
