@@ -1,16 +1,23 @@
 """Verifiable checks of an answer (length limits, required words, formats: "three bullet points"),
 and the held-out prompts that carry them.
 
-Used by the evaluation gate on its held-out prompts (``prompts/eval.jsonl``), where each prompt
-lists the checks a good answer passes, e.g.::
+Used by the evaluation gate on its held-out prompts (``prompts/eval.jsonl``) and by the
+``instructions`` benchmark (``prompts/benchmarks/instructions.jsonl``), where each prompt lists
+the checks a good answer passes, e.g.::
 
     {"id": "eval-01", "prompt": "List three uses of vinegar as bullet points.",
      "checks": [{"type": "bullets", "value": 3}, {"type": "max_words", "value": 60}]}
+
+The kinds are IFEval's (length in words, sentences and paragraphs; keywords; lists, JSON,
+titles, sections; case; start and end phrases; punctuation; placeholders; language), written
+here. Counts are exact unless the name says ``max_``/``min_``. Each check is strict by itself;
+:func:`loose_checks` also accepts an answer once Markdown emphasis or a first or last line
+(a preamble such as "Sure, here it is:") is taken away, as IFEval's loose accuracy does.
 """
 
 from __future__ import annotations
 
-import json
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,48 +26,112 @@ from typing import Any, Callable
 from isheep.prompts import default_path
 from isheep.runtime.core.errors import UserError
 
+from . import text as t
 from .seeds import read_jsonl
 
-_BULLET = re.compile(r"^\s*[-*\u2022]\s+\S")
-_NUMBERED = re.compile(r"^\s*\d+[.)]\s+\S")
-_SENTENCE = re.compile(r"[.!?]+(?:\s|$)")
+_TITLE = re.compile(r"<<[^<>\n]+>>")
+_PLACEHOLDER = re.compile(r"\[[^\[\]\n]+\]")
+_HIGHLIGHT = re.compile(r"(?<!\*)\*[^*\n]+\*(?!\*)|\*\*[^*\n]+\*\*")
+_POSTSCRIPT = re.compile(r"^\s*P\.\s?S\.", re.IGNORECASE | re.MULTILINE)
+_DIVIDER = "******"
 
 
-def _lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
+def _section_count(text: str, _: Any) -> int:
+    return len(re.findall(r"^\s*(?:#+\s*)?section\s+\d+", text, re.IGNORECASE | re.MULTILINE))
 
 
-def _json_object(text: str) -> dict[str, Any] | None:
-    body = text.strip()
-    if body.startswith("```"):
-        body = body.strip("`").removeprefix("json").strip()
+def _capital_words(text: str) -> int:
+    return sum(1 for w in t.words(text) if len(w) > 1 and w.isupper())
+
+
+def _json_keys(text: str, keys: list[str]) -> bool:
     try:
-        value = json.loads(body)
+        value = t.json_value(text)
     except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+        return False
+    return isinstance(value, dict) and all(k in value for k in keys)
+
+
+def _is_json(text: str, _: Any) -> bool:
+    try:
+        t.json_value(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _language(text: str, code: str) -> bool:
+    from langdetect import DetectorFactory, LangDetectException, detect
+
+    DetectorFactory.seed = 0  # langdetect samples: fixed, the same answer gets the same verdict
+    try:
+        return detect(text) == code
+    except LangDetectException:  # no letters at all
+        return False
+
+
+def _two_responses(text: str, _: Any) -> bool:
+    parts = [p.strip() for p in text.split(_DIVIDER)]
+    return len(parts) == 2 and all(parts) and parts[0] != parts[1]
+
+
+def _keyword_count(text: str, value: dict[str, Any]) -> bool:
+    return len(t.phrase_pattern(value["word"]).findall(text)) >= value["at_least"]
+
+
+def _cased(text: str, upper: bool) -> bool:
+    letters = [c for c in text if c.isalpha()]
+    return bool(letters) and all(c.isupper() if upper else c.islower() for c in letters if c.upper() != c.lower())
 
 
 CHECKS: dict[str, Callable[[str, Any], bool]] = {
-    "max_words": lambda text, n: len(text.split()) <= n,
-    "min_words": lambda text, n: len(text.split()) >= n,
-    "contains": lambda text, word: word.lower() in text.lower(),
-    "not_contains": lambda text, word: word.lower() not in text.lower(),
-    "bullets": lambda text, n: sum(1 for line in _lines(text) if _BULLET.match(line)) == n,
-    "numbered": lambda text, n: sum(1 for line in _lines(text) if _NUMBERED.match(line)) == n,
-    "lines": lambda text, n: len(_lines(text)) == n,
-    "max_sentences": lambda text, n: 0 < len(_SENTENCE.findall(text.strip() + " ")) <= n,
-    "starts_with": lambda text, prefix: text.strip().lower().startswith(prefix.lower()),
-    "ends_with": lambda text, suffix: text.strip().lower().endswith(suffix.lower()),
-    "lowercase": lambda text, _: text == text.lower() and any(c.isalpha() for c in text),
-    "uppercase": lambda text, _: text == text.upper() and any(c.isalpha() for c in text),
-    "json_keys": lambda text, keys: (obj := _json_object(text)) is not None and all(k in obj for k in keys),
+    # length
+    "max_words": lambda text, n: len(t.words(text)) <= n,
+    "min_words": lambda text, n: len(t.words(text)) >= n,
+    "sentences": lambda text, n: len(t.sentences(text)) == n,
+    "max_sentences": lambda text, n: 0 < len(t.sentences(text)) <= n,
+    "min_sentences": lambda text, n: len(t.sentences(text)) >= n,
+    "paragraphs": lambda text, n: len(t.paragraphs(text)) == n,
+    "lines": lambda text, n: len(t.lines(text)) == n,
+    # keywords
+    "contains": lambda text, phrase: t.phrase_pattern(phrase).search(text) is not None,
+    "not_contains": lambda text, phrase: t.phrase_pattern(phrase).search(text) is None,
+    "keyword_count": _keyword_count,
+    # formats
+    "bullets": lambda text, n: t.count_lines(text, t.BULLET) == n,
+    "numbered": lambda text, n: t.count_lines(text, t.NUMBERED) == n,
+    "json": _is_json,
+    "json_keys": _json_keys,
+    "title": lambda text, _: _TITLE.search(text) is not None,
+    "sections": lambda text, n: _section_count(text, None) == n,
+    "highlights": lambda text, n: len(_HIGHLIGHT.findall(text)) >= n,
+    "placeholders": lambda text, n: len(_PLACEHOLDER.findall(text)) >= n,
+    "postscript": lambda text, _: _POSTSCRIPT.search(text) is not None,
+    "two_responses": _two_responses,
+    # case
+    "lowercase": lambda text, _: _cased(text, upper=False),
+    "uppercase": lambda text, _: _cased(text, upper=True),
+    "max_capital_words": lambda text, n: _capital_words(text) <= n,
+    "min_capital_words": lambda text, n: _capital_words(text) >= n,
+    # start and end, punctuation
+    "starts_with": lambda text, prefix: text.strip().lower().startswith(prefix.strip().lower()),
+    "ends_with": lambda text, suffix: text.strip().lower().endswith(suffix.strip().lower()),
+    "repeat_prompt": lambda text, prompt: text.strip().startswith(prompt.strip()),
+    "quoted": lambda text, _: len(body := text.strip()) > 1 and body[0] == body[-1] == '"',
+    "no_commas": lambda text, _: "," not in text and "\uff0c" not in text,
+    # language
+    "language": _language,
 }
 
-
 #: What each check's ``value`` must be (checked when the prompts are loaded, not mid-evaluation).
-_COUNTS = ("max_words", "min_words", "bullets", "numbered", "lines", "max_sentences")
-_PHRASES = ("contains", "not_contains", "starts_with", "ends_with")
+_NONE = ("lowercase", "uppercase", "json", "title", "postscript", "two_responses", "quoted", "no_commas")
+_COUNTS = ("max_words", "min_words", "sentences", "max_sentences", "min_sentences", "paragraphs", "lines", "bullets",
+           "numbered", "sections", "highlights", "placeholders", "max_capital_words", "min_capital_words")
+_PHRASES = ("contains", "not_contains", "starts_with", "ends_with", "repeat_prompt", "language")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def validate(check: Any) -> str | None:
@@ -70,23 +141,39 @@ def validate(check: Any) -> str | None:
     kind = check["type"]
     if kind not in CHECKS:
         return f"unknown check type {kind!r} (known: {', '.join(sorted(CHECKS))})"
-    if kind in ("lowercase", "uppercase"):
+    if kind in _NONE:
         return None
     if "value" not in check:
         return f"check {kind!r} needs a 'value'"
     value = check["value"]
-    if kind in _COUNTS and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+    if kind in _COUNTS and not _count(value):
         return f"check {kind!r} needs a whole number of at least 0 as its 'value', got {value!r}"
     if kind in _PHRASES and (not isinstance(value, str) or not value.strip()):
         return f"check {kind!r} needs a non-empty text as its 'value', got {value!r}"
     if kind == "json_keys" and (not isinstance(value, list) or not all(isinstance(k, str) for k in value)):
         return f"check 'json_keys' needs a list of key names as its 'value', got {value!r}"
+    if kind == "keyword_count" and not (isinstance(value, dict) and isinstance(value.get("word"), str)
+                                        and value["word"].strip() and _count(value.get("at_least"))):
+        return f"check 'keyword_count' needs {{\"word\": text, \"at_least\": count}} as its 'value', got {value!r}"
     return None
 
 
 def run_checks(text: str, checks: list[dict[str, Any]]) -> list[bool]:
-    """One pass/fail per check."""
+    """One pass/fail per check, on the answer as it is (IFEval's strict accuracy)."""
     return [bool(CHECKS[c["type"]](text, c.get("value"))) for c in checks]
+
+
+def loose_variants(text: str) -> list[str]:
+    """The answer, without Markdown emphasis, without its first line, its last line or both."""
+    rows = text.split("\n")
+    cuts = [text, "\n".join(rows[1:]).strip(), "\n".join(rows[:-1]).strip(), "\n".join(rows[1:-1]).strip()]
+    return list(dict.fromkeys(itertools.chain(cuts, (c.replace("*", "") for c in cuts))))
+
+
+def loose_checks(text: str, checks: list[dict[str, Any]]) -> list[bool]:
+    """One pass/fail per check, passed when any loose variant of the answer passes it (IFEval's loose)."""
+    variants = [v for v in loose_variants(text) if v.strip()]
+    return [any(CHECKS[c["type"]](v, c.get("value")) for v in variants) for c in checks]
 
 
 @dataclass(frozen=True)
@@ -98,9 +185,10 @@ class EvalPrompt:
     checks: list[dict[str, Any]]
 
 
-def load_eval_prompts(path: Path | None = None, limit: int = 0) -> list[EvalPrompt]:
-    """Read held-out prompts (default: the shipped set), each check validated; problems are one UserError."""
-    source = Path(path) if path is not None else default_path("eval.jsonl")
+def load_eval_prompts(path: Path | None = None, limit: int = 0, *, default: str = "eval.jsonl") -> list[EvalPrompt]:
+    """Read prompts with checks (default: the gate's shipped set), each check validated; problems
+    are one UserError."""
+    source = Path(path) if path is not None else default_path(default)
     prompts = []
     for number, where, row in read_jsonl(source, "evaluation prompts"):
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():

@@ -2,8 +2,7 @@
 evaluation gate: every check type in ``CHECKS`` on hand-made answers, ``validate``'s messages,
 and ``load_eval_prompts`` on the shipped prompts and on broken files.
 
-Known bugs of the checks are tested for the correct behaviour under strict xfail, so they stay
-documented and the suite says so when they are fixed.
+The bugs the first checks had (issue 12) stay as regression tests.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import pytest
 
 from isheep.prompts import default_path
 from isheep.runtime.core.errors import UserError
-from isheep.runtime.data.checks import CHECKS, load_eval_prompts, run_checks, validate
+from isheep.runtime.data.checks import CHECKS, load_eval_prompts, loose_checks, run_checks, validate
 from isheep.runtime.serving.metrics import parse_metrics
 
 # -- parse_metrics -------------------------------------------------------------------------------
@@ -94,6 +93,33 @@ CASES = [
     ("uppercase", None, "STOP THE PRESS!", "STOP the press!"),
     ("json_keys", ["name", "age"], '{"name": "Ada", "age": 36, "x": 1}', '{"name": "Ada"}'),
     ("json_keys", ["name"], '```json\n{"name": "Ada"}\n```', '["name"]'),
+    ("json_keys", ["name"], '```JSON\n{"name": "Ada"}\n```', '```json\n{"name": "Ada"\n```'),
+    ("max_words", 11, "Fewer than twelve words are written in this one short answer.",  # "fewer than 12"
+     "Fewer than twelve words are written in this one short answer here."),
+    ("max_words", 3, "It costs 3.5.", "It costs 3.5 dollars."),  # "3.5" is one word
+    ("sentences", 2, "It is. It really is", "It is. It really is. Truly."),  # "exactly two"
+    ("sentences", 1, "Dr. Smith met Mr. Jones at 3.30 p.m. on the dock.", "Dr. Smith left. Mr. Jones stayed."),
+    ("min_sentences", 3, "One. Two! Three, at last", "One. Two."),
+    ("max_sentences", 1, "Eat some fruit, e.g. an apple, i.e. something sweet", "Eat fruit. Then rest."),
+    ("paragraphs", 2, "First part here.\n\nSecond part here.", "First part.\nStill first."),
+    ("paragraphs", 3, "One.\n***\nTwo.\n***\nThree.", "One.\n***\nTwo."),
+    ("contains", "new york", "I love New  York in May.", "I love Newark."),
+    ("not_contains", "Au", "It failed because of rain.", "The symbol is Au."),
+    ("keyword_count", {"word": "data", "at_least": 2}, "Data in, data out.", "Database data."),
+    ("json", None, '```\n[1, 2, 3]\n```', "Here is the list: [1, 2, 3]"),
+    ("title", None, "<<A Quiet Morning>>\nThe sun rose.", "A Quiet Morning\nThe sun rose."),
+    ("sections", 2, "Section 1\nIntro.\n\nSECTION 2\nMore.", "Section 1\nIntro only."),
+    ("highlights", 2, "The *first* and the **second** point.", "Only *one* point here."),
+    ("placeholders", 2, "Send it to [name] at [address].", "Send it to [name] at home."),
+    ("postscript", None, "See you soon.\n\nP.S. Bring snacks.", "See you soon. PS bring snacks."),
+    ("two_responses", None, "Yes, go.\n******\nNo, stay.", "Yes, go.\n******\nYes, go."),
+    ("max_capital_words", 1, "Use the API once, then rest.", "Use the API and the CLI."),
+    ("min_capital_words", 2, "Read the FAQ and the API docs.", "Read the FAQ first."),
+    ("repeat_prompt", "Name a planet.", "Name a planet. Mars.", "Mars is a planet."),
+    ("quoted", None, '"Wrapped in quotes."', 'Not "wrapped" at all.'),
+    ("no_commas", None, "One two three.", "One, two, three."),
+    ("language", "de", "Das Wetter ist heute sehr schön, und wir gehen spazieren.",
+     "The weather is very nice today and we are going for a walk."),
 ]
 
 
@@ -128,35 +154,38 @@ def test_run_checks_answers_each_check_in_order():
     assert run_checks("The answer is 36", checks) == [True, False, False]
 
 
-# -- known bugs (issue 12): the correct behaviour, expected to fail until fixed ------------------------
-@pytest.mark.xfail(strict=True, reason="known bug, fixed by issue 12: a last sentence without a period is not counted")
+# -- the bugs of the first checks (issue 12), kept as regressions --------------------------------------
 def test_sentence_without_final_period_counts_as_one():
     assert CHECKS["max_sentences"]("Yes, it is the largest ocean", 1)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, fixed by issue 12: a last sentence without a period is not counted")
 def test_unterminated_last_sentence_counts_towards_the_limit():
     assert not CHECKS["max_sentences"]("It is. It really is", 1)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, fixed by issue 12: 'Dr.' splits a sentence")
 def test_title_abbreviation_does_not_end_a_sentence():
     assert CHECKS["max_sentences"]("Dr. Smith arrived at noon.", 1)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, fixed by issue 12: 'e.g.' splits a sentence")
 def test_eg_does_not_end_a_sentence():
     assert CHECKS["max_sentences"]("Eat some fruit, e.g. an apple.", 1)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, fixed by issue 12: contains matches inside words")
 def test_contains_matches_whole_words_only():
     assert not CHECKS["contains"]("It failed because of rain.", "Au")
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, fixed by issue 12: a ```JSON fence (capitals) is not read")
 def test_json_fence_language_is_case_insensitive():
     assert CHECKS["json_keys"]('```JSON\n{"name": "Ada"}\n```', ["name"])
+
+
+# -- loose accuracy: IFEval's variants of an answer -------------------------------------------------
+def test_loose_checks_forgive_a_preamble_a_sign_off_and_markdown_emphasis():
+    answer = "Sure! Here is my answer:\n**hello world**\nHope this helps"
+    checks = [{"type": "lowercase"}, {"type": "starts_with", "value": "hello"}, {"type": "max_words", "value": 2}]
+    assert run_checks(answer, checks) == [False, False, False]
+    assert loose_checks(answer, checks) == [True, True, True]
+    assert loose_checks("HELLO", [{"type": "lowercase"}]) == [False]  # no variant is lowercase
 
 
 # -- validate --------------------------------------------------------------------------------------
@@ -164,8 +193,13 @@ def test_json_fence_language_is_case_insensitive():
     ("max_words", "a check must be an object with a 'type'"),
     ({"value": 3}, "a check must be an object with a 'type'"),
     ({"type": "max_lines", "value": 3}, "unknown check type 'max_lines' (known: bullets, contains, ends_with, "
-     "json_keys, lines, lowercase, max_sentences, max_words, min_words, not_contains, numbered, starts_with, "
+     "highlights, json, json_keys, keyword_count, language, lines, lowercase, max_capital_words, max_sentences, "
+     "max_words, min_capital_words, min_sentences, min_words, no_commas, not_contains, numbered, paragraphs, "
+     "placeholders, postscript, quoted, repeat_prompt, sections, sentences, starts_with, title, two_responses, "
      "uppercase)"),
+    ({"type": "keyword_count", "value": "data"}, "check 'keyword_count' needs {\"word\": text, \"at_least\": count} "
+     "as its 'value', got 'data'"),
+    ({"type": "language", "value": ""}, "check 'language' needs a non-empty text as its 'value', got ''"),
     ({"type": "max_words"}, "check 'max_words' needs a 'value'"),
     ({"type": "json_keys"}, "check 'json_keys' needs a 'value'"),
 ])
