@@ -20,6 +20,7 @@ from isheep.runtime.core.errors import UserError
 from .base import EXIT_INTERRUPTED, EXIT_USAGE, Command, Parser
 from .config import ConfigCommand
 from .doctor import DoctorCommand
+from .eval import EvalCommand
 from .export import ExportCommand
 from .model import ModelCommand
 from .monitor import MonitorCommand
@@ -29,8 +30,8 @@ from .run import RunCommand
 from .serve import ServeCommand
 
 #: In the order ``isheep --help`` lists them.
-COMMANDS: tuple[type[Command], ...] = (RunCommand, PlanCommand, RecipesCommand, ExportCommand, ConfigCommand,
-                                       MonitorCommand, ServeCommand, ModelCommand, DoctorCommand)
+COMMANDS: tuple[type[Command], ...] = (RunCommand, PlanCommand, EvalCommand, RecipesCommand, ExportCommand,
+                                       ConfigCommand, MonitorCommand, ServeCommand, ModelCommand, DoctorCommand)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,53 @@
+"""The interface every benchmark implements, and the result they all give.
+
+A benchmark asks a served model its prompts and scores each one; the per-prompt scores are what
+intervals and paired differences are computed from (:mod:`.stats`), so they are kept whole.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from isheep.runtime.core.endpoint import Client
+
+from .stats import Interval, mean_interval
+
+
+@dataclass
+class BenchResult:
+    """One model on one benchmark.
+
+    ``scores`` maps each prompt's id to its score in [0, 1] (the headline metric, prompt by
+    prompt); ``metrics`` holds the benchmark's other numbers (IFEval reports four accuracies).
+    """
+
+    bench: str
+    model: str
+    scores: dict[str, float]
+    metrics: dict[str, float] = field(default_factory=dict)
+    failed: int = 0
+    detail: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def interval(self) -> Interval:
+        return mean_interval(list(self.scores.values()))
+
+    def summary(self, keep: int = 20) -> dict[str, Any]:
+        """What the run store and the report keep: scores whole, a few answers to read."""
+        return {"bench": self.bench, "model": self.model, "scores": self.scores, "metrics": self.metrics,
+                "failed": self.failed, "interval": self.interval.as_dict(), "detail": self.detail[:keep]}
+
+
+class Benchmark(abc.ABC):
+    """Asks a served model a benchmark's prompts and scores the answers."""
+
+    #: The name ``--bench`` takes.
+    name: ClassVar[str]
+    #: What the headline score is, for tables.
+    metric: ClassVar[str]
+
+    @abc.abstractmethod
+    async def run(self, client: Client, model: str, *, limit: int = 0) -> BenchResult:
+        """Evaluate the model served as ``model`` through ``client`` (at most ``limit`` prompts, 0: all)."""

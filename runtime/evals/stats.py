@@ -1,0 +1,76 @@
+"""Intervals for benchmark scores: a bootstrap over prompts, paired when two models are compared.
+
+Two models answer the same prompts, so their difference is measured prompt by prompt: the
+interval of the mean per-prompt difference (a paired bootstrap) is far narrower than two
+separate intervals would suggest, and it is what the gate decides on. scipy's ``bootstrap``
+does the resampling (BCa intervals; percentile ones when every value is the same and BCa has
+nothing to correct).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+#: Resamples per interval: enough for a stable 95% bound on a few hundred prompts.
+RESAMPLES = 4000
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean and its confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    level: float = 0.95
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"mean": round(self.mean, 4), "low": round(self.low, 4), "high": round(self.high, 4), "n": self.n,
+                "level": self.level}
+
+
+def mean_interval(values: list[float], level: float = 0.95, seed: int = 0) -> Interval:
+    """The mean of ``values`` with a bootstrap interval (a single value: an interval of width 0)."""
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        raise ValueError("no values to take an interval of")
+    mean = float(data.mean())
+    if data.size == 1 or np.all(data == data[0]):
+        return Interval(mean, mean, mean, int(data.size), level)
+    from scipy.stats import bootstrap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # BCa's warning on near-degenerate data: the fallback handles it
+        result = bootstrap((data,), np.mean, confidence_level=level, n_resamples=RESAMPLES, method="BCa",
+                           rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    if not (np.isfinite(low) and np.isfinite(high)):
+        low, high = np.percentile(result.bootstrap_distribution, [50 * (1 - level), 50 * (1 + level)])
+    return Interval(mean, float(low), float(high), int(data.size), level)
+
+
+def paired_difference(new: Mapping[str, float], old: Mapping[str, float], level: float = 0.95,
+                      seed: int = 0) -> Interval:
+    """``new - old`` on the prompts both answered, with a paired bootstrap interval.
+
+    Raises:
+        ValueError: the two share no prompt.
+    """
+    shared = sorted(set(new) & set(old))
+    if not shared:
+        raise ValueError("the two results share no prompt")
+    return mean_interval([new[k] - old[k] for k in shared], level, seed)
+
+
+def worse_beyond_doubt(difference: Interval, margin: float) -> bool:
+    """True when the new model is worse by more than ``margin`` at the interval's confidence: the
+    whole interval of ``new - best`` lies below ``-margin``."""
+    return difference.high < -margin

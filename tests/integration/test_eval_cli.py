@@ -1,0 +1,54 @@
+"""``isheep eval --endpoint URL --model NAME``: the benchmarks against a real HTTP server.
+
+The test server answers by quoting the instruction, so it follows few of them: the point is
+that every prompt is asked, scored and kept, the table and the JSON agree, and bad input is one
+line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from support.procs import run_cli
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_eval_prints_each_benchmark_with_its_interval_and_writes_every_prompts_score(server_factory, tmp_path):
+    server = server_factory(api_key="k-eval", delay_s=0.0)
+    out = tmp_path / "results.json"
+    done = run_cli("eval", "--endpoint", server.url, "--model", "test-model", "--limit", "25", "--json", str(out),
+                   "--api-key-env", "EVAL_KEY", env={"EVAL_KEY": "k-eval"})
+    assert done.returncode == 0, done.stderr
+    header, row = done.stdout.strip().splitlines()
+    assert header.split()[:5] == ["bench", "model", "score", "95%", "interval"]
+    assert row.startswith("instructions") and "test-model" in row and "prompt_loose" in row
+    [result] = json.loads(out.read_text())
+    assert result["bench"] == "instructions" and len(result["scores"]) == 25 and result["failed"] == 0
+    assert set(result["scores"].values()) <= {0.0, 1.0}
+    ci = result["interval"]
+    assert ci["n"] == 25 and ci["low"] <= ci["mean"] <= ci["high"]
+    assert f"{ci['mean']:.3f}" in row and f"[{ci['low']:.3f}, {ci['high']:.3f}]" in row
+    assert set(result["metrics"]) == {"prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose"}
+    assert all("answer" in d and len(d["strict"]) == len(d["kinds"]) for d in result["detail"])
+    assert "k-eval" not in done.stdout + done.stderr + out.read_text()
+    assert server.stats()["routes"].get("POST /v1/chat/completions") == 25
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--bench", "instructions,nope"], "unknown benchmark nope (known: instructions)"),
+    (["--model", "other"], "model 'other' is not served by"),
+    (["--limit", "0"], "expected a number of at least 1"),
+    (["--json", "/no/such/folder/r.json"], "--json: folder /no/such/folder does not exist"),
+])
+def test_bad_eval_input_is_one_line_and_status_2(server_factory, args, needle):
+    server = server_factory()
+    base = {"--endpoint": server.url, "--model": "test-model"}
+    for flag in ("--model",):
+        if flag in args:
+            base.pop(flag)
+    done = run_cli("eval", *[x for kv in base.items() for x in kv], *args)
+    assert done.returncode == 2 and needle in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
