@@ -1,5 +1,8 @@
-"""``isheep eval --endpoint URL --model NAME``: benchmarks of any served model, each score with
-its 95% interval, printed as a table (and written as JSON with ``--json``)."""
+"""``isheep eval RUN [--versions v0,v2]``: benchmarks of each model version of a run, served in turn
+by the run's own servers and swap, kept in its lineage, printed with each score's 95% interval
+and the paired difference to the base and to the version before. ``isheep eval --endpoint URL
+--model NAME``: the same benchmarks of any served model. ``--json`` also writes every prompt's
+score."""
 
 from __future__ import annotations
 
@@ -12,9 +15,12 @@ from typing import ClassVar
 from isheep.runtime.core.config import ClientConfig, EndpointConfig
 from isheep.runtime.core.errors import UserError
 from isheep.runtime.evals import BENCHMARKS, BenchResult
+from isheep.runtime.pipeline.benchmarking import VersionScore, compare, evaluate_run, stored_results
 from isheep.runtime.serving.endpoints import EndpointPool
+from isheep.runtime.store import RunStore
 
 from .base import Command, positive, run_interruptible, say
+from .run import stored_config
 
 
 def bench_names(text: str) -> list[str]:
@@ -38,6 +44,27 @@ def table(results: list[BenchResult]) -> list[str]:
     return lines
 
 
+def version_table(rows: list[VersionScore]) -> list[str]:
+    """A run's versions per benchmark: score and interval, then the paired differences."""
+    def diff(d) -> str:
+        return f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]" if d is not None else "-"
+
+    lines = [f"{'bench':<14}{'version':<9}{'score':>7}  {'95% interval':<16}{'prompts':>8}  "
+             f"{'vs base (95%)':<26}{'vs previous (95%)':<26}"]
+    for r in rows:
+        lines.append(f"{r.bench:<14}{r.version:<9}{r.score.mean:>7.3f}  [{r.score.low:.3f}, {r.score.high:.3f}]  "
+                     f"{r.score.n:>6}  {diff(r.vs_base):<26}{diff(r.vs_previous):<26}")
+    return lines
+
+
+def versions(text: str) -> list[str]:
+    """An argparse type: comma-separated model versions (v0, v1...)."""
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected versions such as v0,v2")
+    return names
+
+
 class EvalCommand(Command):
     """Runs the chosen benchmarks against one served model and prints the table."""
 
@@ -46,8 +73,10 @@ class EvalCommand(Command):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--endpoint", required=True, help="base URL of an OpenAI-compatible server (with /v1)")
-        parser.add_argument("--model", required=True, help="the model name requests use")
+        parser.add_argument("run", type=Path, nargs="?", help="a run folder: evaluate its model versions")
+        parser.add_argument("--versions", type=versions, help="only these versions of the run (default: all)")
+        parser.add_argument("--endpoint", help="instead of a run: the base URL of a served model (with /v1)")
+        parser.add_argument("--model", help="with --endpoint: the model name requests use")
         parser.add_argument("--bench", type=bench_names, default=["instructions"],
                             help=f"benchmarks, comma-separated (known: {', '.join(sorted(BENCHMARKS))})")
         parser.add_argument("--limit", type=positive, default=None, help="at most N prompts per benchmark")
@@ -58,22 +87,63 @@ class EvalCommand(Command):
         parser.add_argument("--json", type=Path, help="also write the results (every prompt's score) to this file")
 
     def run(self, args: argparse.Namespace) -> int:
+        if (args.run is None) == (args.endpoint is None):
+            raise UserError("give a run folder, or --endpoint URL --model NAME (not both)")
+        if args.json is not None and not args.json.parent.is_dir():
+            raise UserError(f"--json: folder {args.json.parent} does not exist")
+        if args.run is not None:
+            return self._run_folder(args)
+        if args.model is None or args.versions is not None:
+            raise UserError("--endpoint needs --model NAME, and --versions applies to a run folder")
+        return self._endpoint(args)
+
+    def _benches(self, args: argparse.Namespace) -> list:
+        return [BENCHMARKS[name](workers=args.workers, max_tokens=args.max_tokens) for name in args.bench]
+
+    def _run_folder(self, args: argparse.Namespace) -> int:
+        config = stored_config(args.run)
+        store = RunStore.open(args.run)
+
+        async def main() -> list[str]:
+            await store.start()
+            try:
+                return await evaluate_run(config, store, self._benches(args), versions=args.versions,
+                                          limit=args.limit or 0, environ=os.environ, progress=say)
+            finally:
+                await store.aclose()
+
+        try:
+            measured = run_interruptible(main, lambda: False)
+        except BaseException:
+            store.close_sync()
+            raise
+        store = RunStore.open(args.run, readonly=True)
+        try:
+            results = stored_results(store)
+        finally:
+            store.close_sync()
+        wanted = {b for b in args.bench}
+        chosen = {v: {b: r for b, r in results.get(v, {}).items() if b in wanted} for v in measured}
+        print("\n".join(version_table(compare(chosen, measured))))
+        if args.json is not None:
+            args.json.write_text(json.dumps(chosen, indent=1), encoding="utf-8")
+            say(f"results written to {args.json}")
+        return 0
+
+    def _endpoint(self, args: argparse.Namespace) -> int:
         try:
             endpoint = EndpointConfig(base_url=args.endpoint, api_key_env=args.api_key_env,
                                       max_in_flight=args.workers)
         except ValueError as exc:
             raise UserError(str(exc).splitlines()[-1].strip()) from None
-        if args.json is not None and not args.json.parent.is_dir():
-            raise UserError(f"--json: folder {args.json.parent} does not exist")
 
         async def main() -> list[BenchResult]:
             pool = EndpointPool.from_config([endpoint], ClientConfig(), os.environ)
             try:
                 model = await pool.verify(args.model)
                 results = []
-                for name in args.bench:
-                    say(f"{name}: asking {model} at {args.endpoint}")
-                    bench = BENCHMARKS[name](workers=args.workers, max_tokens=args.max_tokens)
+                for bench in self._benches(args):
+                    say(f"{bench.name}: asking {model} at {args.endpoint}")
                     results.append(await bench.run(pool, model, limit=args.limit or 0))
                 return results
             finally:

@@ -93,20 +93,24 @@ def config_for(args: argparse.Namespace) -> RunConfig:
             raise UserError("--resume continues a run with its own config; drop --config (use --set to change keys)")
         if args.out is not None and Path(args.out) != Path(args.resume):
             raise UserError("--resume DIR and --out name different folders")
-        store = RunStore.open(args.resume, readonly=True)
-        try:
-            stored = store.meta().get("config", {})
-            stored.setdefault("model", store.meta().get("model"))
-        finally:
-            store.close_sync()
-        overrides["out"] = str(args.resume)
-        config = load_config(overrides=overrides, base=stored)
+        config = stored_config(args.resume, overrides)
     else:
         config = load_config(args.config, overrides)
     if args.api_key_env and not args.endpoint:
         for endpoint in config.endpoints:
             endpoint.api_key_env = args.api_key_env
     return config
+
+
+def stored_config(folder: Path, overrides: dict | None = None) -> RunConfig:
+    """The config a run in ``folder`` was started with (secrets never stored: looked up again), and ``overrides``."""
+    store = RunStore.open(folder, readonly=True)
+    try:
+        stored = store.meta().get("config", {})
+        stored.setdefault("model", store.meta().get("model"))
+    finally:
+        store.close_sync()
+    return load_config(overrides={**(overrides or {}), "out": str(folder)}, base=stored)
 
 
 def _run_headless(config: RunConfig, resume: bool, quiet: bool) -> RunResult:

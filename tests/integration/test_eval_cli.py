@@ -11,6 +11,8 @@ import json
 
 import pytest
 
+from isheep.runtime.core.loading import load_config
+from isheep.runtime.store import RunStore, model_row_op
 from support.procs import run_cli
 
 pytestmark = pytest.mark.timeout(120)
@@ -52,3 +54,50 @@ def test_bad_eval_input_is_one_line_and_status_2(server_factory, args, needle):
     done = run_cli("eval", *[x for kv in base.items() for x in kv], *args)
     assert done.returncode == 2 and needle in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def _external_run(folder, url: str) -> None:
+    """A finished run on an endpoint it does not manage, which serves v1 now."""
+    config = load_config(overrides={"endpoints": [{"base_url": url}], "model": "test-model", "out": str(folder)},
+                         environ={})
+    store = RunStore.create(folder, {"run_name": "ext", "config": config.public_dict(), "model": "test-model"})
+    store.write_sync([model_row_op("v0", parent=None, round=0, served_name="test-model", path=None, state="retired",
+                                   detail={}),
+                      model_row_op("v1", parent="v0", round=1, served_name="test-model-v1", path="/ckpt/v1",
+                                   state="serving", detail={"examples": 8})])
+    store.close_sync()
+
+
+def test_eval_of_a_run_keeps_each_versions_results_in_its_lineage(server_factory, tmp_path):
+    server = server_factory(model="test-model-v1")
+    folder = tmp_path / "run"
+    _external_run(folder, server.url)
+    done = run_cli("eval", str(folder), "--versions", "v1", "--limit", "12")
+    assert done.returncode == 0, done.stderr
+    header, row = done.stdout.strip().splitlines()
+    assert "vs base (95%)" in header and row.split()[:2] == ["instructions", "v1"]
+    store = RunStore.open(folder, readonly=True)
+    detail = json.loads(store.model("v1")["detail"])
+    store.close_sync()
+    kept = detail["benchmarks"]["instructions"]
+    assert detail["examples"] == 8  # the training detail stays
+    assert len(kept["scores"]) == 12 and kept["limit"] == 12 and kept["model"] == "test-model-v1"
+    asked = server.stats()["routes"]["POST /v1/chat/completions"]
+    again = run_cli("eval", str(folder), "--versions", "v1", "--limit", "12")
+    assert again.returncode == 0 and again.stdout == done.stdout
+    assert server.stats()["routes"]["POST /v1/chat/completions"] == asked  # measured once, read back
+    other = run_cli("eval", str(folder), "--limit", "12")  # v0 too: the endpoint serves v1 only
+    assert other.returncode == 2 and "not managed by isheep and serve v1 now" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--versions", "v7"], "no model version v7 in this run (it has v0, v1)"),
+    (["--endpoint", "http://127.0.0.1:9/v1"], "give a run folder, or --endpoint URL --model NAME (not both)"),
+])
+def test_bad_run_eval_input_is_one_line_and_status_2(server_factory, tmp_path, args, needle):
+    server = server_factory(model="test-model-v1")
+    _external_run(tmp_path / "run", server.url)
+    done = run_cli("eval", str(tmp_path / "run"), *args)
+    assert done.returncode == 2 and needle in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

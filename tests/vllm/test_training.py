@@ -103,6 +103,18 @@ def test_two_rounds_killed_during_training_then_resumed(embedded_model, tmp_path
                                   " WHERE responder_version IS NOT NULL GROUP BY round"))
     assert versions == {1: "v0", 2: "v1"}
 
+    # Each version served in turn by the run's own managed server and reload swap, and benchmarked.
+    evaluated = run_cli("eval", str(out), "--bench", "instructions", "--limit", "6", "--max-tokens", "64",
+                        "--workers", "6", timeout=900)
+    assert evaluated.returncode == 0, evaluated.stderr
+    rows = [line.split() for line in evaluated.stdout.strip().splitlines()[1:]]
+    assert [r[:2] for r in rows] == [["instructions", "v0"], ["instructions", "v1"], ["instructions", "v2"]]
+    assert rows[0][-2:] == ["-", "-"] and rows[1][-1] == "-" and rows[2][-1] != "-"  # vs base, vs previous
+    assert "serving v1 from" in evaluated.stderr and "serving v2 from" in evaluated.stderr
+    for version in ("v0", "v1", "v2"):
+        kept = json.loads(_db_state(db, "SELECT detail FROM models WHERE version=?", (version,))[0][0])
+        assert len(kept["benchmarks"]["instructions"]["scores"]) == 6
+
 
 @pytest.fixture(scope="module")
 def swap_server(embedded_model, tmp_path_factory):
