@@ -26,7 +26,7 @@ from .log import EventLog
 from .pipeline import PipelineTable
 from .rounds import RoundsPanel
 from .samples import SamplesTable
-from .source import RunReader, Snapshot, live_overlay
+from .source import ReaderClosed, RunReader, Snapshot, live_overlay
 from .throughput import ThroughputPanel
 
 TABS = ("overview", "curation", "rounds", "samples", "log")
@@ -139,10 +139,12 @@ class MonitorApp(App[None]):
         self._reading = True
         try:
             snapshot = await asyncio.to_thread(self.reader.poll)
+        except ReaderClosed:  # closed by a quit while this was queued
+            return
         finally:
             self._reading = False
             if self._quitting:
-                self.reader.close()
+                self.reader.close()  # waits for a poll still running in its thread
         if self._quitting:
             return
         if self.supervisor is not None and self.run_state is None:
@@ -215,6 +217,6 @@ class MonitorApp(App[None]):
         if self.live and self.supervisor is not None and self.run_state is None:
             self.supervisor.request_stop()  # quitting a live monitor stops its run cleanly
         if self.reader is not None and not self._reading:
-            self.reader.close()  # (a read in flight closes it when it ends)
+            self.reader.close()  # (a read in flight closes it when it ends; close waits for its thread)
         self._quitting = True
         self.exit()

@@ -10,6 +10,7 @@ counters of the run (roles, queues, tokens) replace the latest metrics snapshot.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -84,6 +85,10 @@ class Snapshot:
         return self.rounds[-1] if self.rounds else None
 
 
+class ReaderClosed(RuntimeError):
+    """A poll of a :class:`RunReader` that was closed."""
+
+
 class RunReader:
     """Incremental reader of one run folder's store."""
 
@@ -106,9 +111,17 @@ class RunReader:
         self._last_error = ""
         self._last_metric = 0
         self._series: deque[tuple[float, dict[str, float]]] = deque(maxlen=600)
+        # A poll runs in a worker thread and outlives a cancelled await: closing the connection
+        # under it crashed the interpreter (SQLite is not safe against that), so they take turns.
+        self._lock = threading.Lock()
+        self._closed = False
 
     def close(self) -> None:
-        self.store.close_sync()
+        """Close the store, once any poll in flight has finished; polls after it raise :class:`ReaderClosed`."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.store.close_sync()
 
     def _round(self, k: int) -> RoundView:
         view = self._rounds.get(k)
@@ -144,6 +157,12 @@ class RunReader:
             self._shown.append(item_id)
 
     def poll(self) -> Snapshot:
+        with self._lock:
+            if self._closed:
+                raise ReaderClosed("the run reader is closed")
+            return self._poll()
+
+    def _poll(self) -> Snapshot:
         store = self.store
         while True:
             # ">=" and a per-item stamp: rows sharing the boundary timestamp are neither lost nor counted twice.

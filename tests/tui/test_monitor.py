@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from support.runs import make_finished_run
 from textual.widgets import DataTable, TabbedContent
 
@@ -128,3 +129,33 @@ async def test_a_refresh_that_ends_after_the_monitor_closed_draws_nothing(tmp_pa
     await app.refresh_data()  # after the screen is gone: must not raise
     assert app.snapshot is not None and app.snapshot.state == "done"
     app.reader.close()
+
+
+def test_closing_the_reader_while_a_poll_runs_in_its_thread_waits_for_it(tmp_path):
+    """Found by CI: quitting closed the store under a poll still running in its worker thread, and
+    the interpreter died (SIGSEGV in SQLite). Close now waits; a poll after it says it is closed."""
+    import threading
+
+    from isheep.tui.source import ReaderClosed, RunReader
+
+    reader = RunReader(make_finished_run(tmp_path / "run", rounds=2, items=400))
+    outcomes: list[str] = []
+
+    def polling() -> None:
+        try:
+            for _ in range(50):
+                reader.poll()
+            outcomes.append("done")
+        except ReaderClosed:
+            outcomes.append("closed")
+
+    worker = threading.Thread(target=polling)
+    worker.start()
+    while not reader._item_state:  # a poll is under way
+        pass
+    reader.close()
+    reader.close()  # twice is harmless
+    worker.join(timeout=60)
+    assert outcomes in (["closed"], ["done"]) and not worker.is_alive()
+    with pytest.raises(ReaderClosed):
+        reader.poll()
