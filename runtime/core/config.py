@@ -278,14 +278,16 @@ class SwapConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    """The evaluation gate between rounds: old and new model answer held-out prompts; a worse one is rolled back."""
+    """The evaluation gate between rounds: a new model worse than the best so far, beyond doubt, is rolled back."""
 
     enabled: bool = Field(False, description="Evaluate every newly trained model before keeping it.")
-    prompts: Path | None = Field(None, description="Held-out prompts with checks (JSONL); default: prompts/eval.jsonl.")
+    prompts: Path | None = Field(None, description=(
+        "Prompts with checks (JSONL); default: the instructions benchmark (330 prompts)."))
     limit: int = Field(0, ge=0, description="Use only the first N prompts (0: all).")
-    margin: float = Field(0.05, ge=0, le=1, description="Reject the new model when its score is lower by more than this.")
-    critic_weight: float = Field(0.5, ge=0, le=1, description="Weight of the critic's score; the rest is the checks.")
-    max_tokens: int = Field(256, ge=8, description="Tokens per evaluation answer (greedy).")
+    margin: float = Field(0.0, ge=0, le=1, description=(
+        "Reject only when worse than the best so far by more than this (share of prompts), at `confidence`."))
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence of the paired bootstrap interval.")
+    max_tokens: int = Field(384, ge=8, description="Tokens per evaluation answer (greedy).")
     workers: int = Field(8, ge=1, description="Evaluation requests in flight.")
 
 

@@ -1,11 +1,10 @@
 """Verifiable checks of an answer (length limits, required words, formats: "three bullet points"),
 and the held-out prompts that carry them.
 
-Used by the evaluation gate on its held-out prompts (``prompts/eval.jsonl``) and by the
-``instructions`` benchmark (``prompts/benchmarks/instructions.jsonl``), where each prompt lists
-the checks a good answer passes, e.g.::
+Used by the ``instructions`` benchmark (``prompts/benchmarks/instructions.jsonl``), which the
+evaluation gate runs too, where each prompt lists the checks a good answer passes, e.g.::
 
-    {"id": "eval-01", "prompt": "List three uses of vinegar as bullet points.",
+    {"id": "inst-001", "prompt": "List three uses of vinegar as bullet points.",
      "checks": [{"type": "bullets", "value": 3}, {"type": "max_words", "value": 60}]}
 
 The kinds are IFEval's (length in words, sentences and paragraphs; keywords; lists, JSON,
@@ -185,9 +184,10 @@ class EvalPrompt:
     checks: list[dict[str, Any]]
 
 
-def load_eval_prompts(path: Path | None = None, limit: int = 0, *, default: str = "eval.jsonl") -> list[EvalPrompt]:
-    """Read prompts with checks (default: the gate's shipped set), each check validated; problems
-    are one UserError."""
+def load_eval_prompts(path: Path | None = None, limit: int = 0, *,
+                      default: str = "benchmarks/instructions.jsonl") -> list[EvalPrompt]:
+    """Read prompts with checks (default: the instructions benchmark's), each check validated;
+    problems are one UserError."""
     source = Path(path) if path is not None else default_path(default)
     prompts = []
     for number, where, row in read_jsonl(source, "evaluation prompts"):

@@ -23,11 +23,12 @@ from isheep.runtime.core.errors import UserError
 from isheep.runtime.core.messages import SeedTask
 from isheep.runtime.core.types import Models, ServedModel
 from isheep.runtime.data import load_eval_prompts
+from isheep.runtime.evals.instructions import SHIPPED as INSTRUCTIONS
 from isheep.runtime.serving import ServerMetrics, Serving, SwapError, open_serving
 from isheep.runtime.store import DB_NAME, RunStore, checkpoint_from_row, model_row_op
 from isheep.runtime.training import TrlBackend
 
-from .evaluation import Evaluator
+from .evaluation import Gate
 from .runlog import RunLog
 from .stats import RoundSummary, RunStats
 from .supervisor import Supervisor
@@ -130,8 +131,8 @@ class Run:
             raise UserError(f"{folder} already holds a run; continue it with --resume {folder}")
         # Inputs first: a bad seed file or template must not leave a half-made run folder.
         inputs = load_inputs(config)
-        eval_prompts = load_eval_prompts(config.evaluation.prompts, config.evaluation.limit) \
-            if config.evaluation.enabled else None
+        if config.evaluation.enabled:  # a bad prompt file is refused before anything starts
+            load_eval_prompts(config.evaluation.prompts, config.evaluation.limit, default=INSTRUCTIONS)
         serving = await open_serving(config, folder, self.environ, self.progress)
         self._stack.push_async_callback(serving.aclose)
         servers = serving.servers
@@ -148,7 +149,7 @@ class Run:
         log_file.attach(folder, secrets)
         log.info("run %s: model %s on %s", folder, self.model, ", ".join(serving.pool.urls))
         inputs.history = [SeedTask(instruction=i, input=x) for i, x in store.screened_tasks()]
-        self.supervisor = await self._build(store, serving, inputs, eval_prompts)
+        self.supervisor = await self._build(store, serving, inputs)
         await store.start()
 
     def _report_serving(self, serving: Serving, store: RunStore) -> None:
@@ -183,7 +184,7 @@ class Run:
                                        path=str(serving.base_path) if serving.base_path else None, detail={})])
         return store
 
-    async def _build(self, store: RunStore, serving: Serving, inputs: Inputs, eval_prompts: list | None) -> Supervisor:
+    async def _build(self, store: RunStore, serving: Serving, inputs: Inputs) -> Supervisor:
         config = self.config
         base = ServedModel(version="v0", name=self.model, path=serving.base_path)
         models = Models(policy=await _restore_policy(store, serving, base, self.progress), base=base)
@@ -192,11 +193,8 @@ class Run:
         backend = TrlBackend(config.trainer, training_progress(store, stats)) \
             if config.training_backend() == "trl" else None
         roles = build_roles(config, serving, models, inputs, backend, self.replace_roles)
-        evaluator = None
-        if eval_prompts:
-            judge = models.base if config.critic.model == "base" else None
-            evaluator = Evaluator(config.evaluation, serving.pool, roles.critic, eval_prompts, judge)
-        updater = ModelUpdater(config, store, models, stats, roles.trainer, serving.swapper, evaluator)
+        gate = Gate(config.evaluation, serving.pool) if config.evaluation.enabled else None
+        updater = ModelUpdater(config, store, models, stats, roles.trainer, serving.swapper, gate)
         return Supervisor(config, store, serving.pool, models, roles, stats, updater,
                           ServerMetrics(serving.pool.urls, serving.keys))
 

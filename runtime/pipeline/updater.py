@@ -23,7 +23,7 @@ from isheep.runtime.serving import SwapError
 from isheep.runtime.serving.swap import SwapStrategy
 from isheep.runtime.store import RunStore, checkpoint_from_row, model_row_op, op_for
 
-from .evaluation import EvalResult, Evaluator
+from .evaluation import Gate
 from .retention import prunable
 from .stats import RunStats
 
@@ -38,18 +38,18 @@ class ModelUpdater:
         stats: The live counters (state, training progress, last problem).
         trainer: Trains on the round's kept pairs.
         swapper: Makes the endpoint serve the new checkpoint.
-        evaluator: The evaluation gate, when enabled.
+        gate: The evaluation gate, when enabled.
     """
 
     def __init__(self, config: RunConfig, store: RunStore, models: Models, stats: RunStats, trainer: TrainerRole,
-                 swapper: SwapStrategy, evaluator: Evaluator | None = None) -> None:
+                 swapper: SwapStrategy, gate: Gate | None = None) -> None:
         self.config = config
         self.store = store
         self.models = models
         self.stats = stats
         self.trainer = trainer
         self.swapper = swapper
-        self.evaluator = evaluator
+        self.gate = gate
 
     def examples(self, k: int, data: str | None = None) -> list[dict[str, Any]]:
         """This round's kept pairs (the recipe), or every round's so far (``trainer.data = cumulative``)."""
@@ -81,9 +81,9 @@ class ModelUpdater:
         except Exception as exc:  # noqa: BLE001 - only a head start; the swap does it again if need be
             self.store.event("swap", f"preparing the swap failed ({exc}); it will be done during the swap",
                              level="warning", round=k)
-        if self.evaluator is not None:
-            # The gate's baseline is the model served now, measured before a colocated server sleeps.
-            await self._baseline(current)
+        if self.gate is not None:
+            # The gate compares with the model served now too: measured before a colocated server sleeps.
+            await self._measured(current)
         await self._release(k)
         try:
             checkpoint = await self.trainer.train(request)
@@ -158,7 +158,8 @@ class ModelUpdater:
         current = self.models.policy
         await self.store.write(op_for(RoundEvent(id=f"round-{k}", round=k, model_version=self._generator(k),
                                                  state="swapping", detail=f"to {checkpoint.version}")))
-        baseline = await self._baseline(current) if self.evaluator is not None else None
+        if self.gate is not None:
+            await self._measured(current)  # read back: measured before training (unless resumed mid-swap)
         self.stats.state = "swapping"
         started = time.monotonic()
         try:
@@ -176,22 +177,8 @@ class ModelUpdater:
         seconds = time.monotonic() - started
         await self._record(checkpoint, served.name, {"swap": {**self.swapper.evidence, "strategy": self.swapper.name,
                                                               "seconds": round(seconds, 3), "served_name": served.name}})
-        if baseline is not None:
-            result = await self._evaluate(served, checkpoint)
-            margin = self.config.evaluation.margin
-            if result.score < baseline - margin:
-                try:
-                    await self.swapper.restore(current, served)
-                except SwapError as exc:
-                    raise UserError(f"{served.version} did worse than {current.version} on the evaluation "
-                                    f"({result.score:.3f} < {baseline:.3f}) and {current.version} could not be "
-                                    f"served again: {exc}") from None
-                why = (f"evaluation {result.score:.3f} < {current.version}'s {baseline:.3f} - margin {margin}; "
-                       f"{current.version} serves again")
-                await self.store.write(op_for(ModelEvent(id=served.version, round=k, model_version=served.version,
-                                                         kind="rejected", parent=current.version, detail=why)))
-                self.stats.last_error = f"{served.version} rejected: {why}"
-                return "rejected"
+        if self.gate is not None and await self._rejected(k, served, checkpoint, current):
+            return "rejected"
         await self.store.write(op_for(ModelEvent(
             id=served.version, round=k, model_version=served.version, kind="serving", parent=current.version,
             detail=f"{self.swapper.name} swap in {seconds:.1f}s, requests name it {served.name!r}")))
@@ -207,29 +194,52 @@ class ModelUpdater:
             raise UserError(f"the swap failed ({exc}) and the endpoint no longer answers for "
                             f"{current.name!r}; the data so far is safe in {self.store.folder}") from None
 
-    async def _baseline(self, current: ServedModel) -> float:
-        """The current model's evaluation score (measured once per version, then read back)."""
-        row = self.store.model(current.version)
-        known = json.loads(row["detail"] or "{}").get("evaluation") if row is not None else None
-        if known is not None:
-            return float(known["score"])
-        return (await self._evaluate(current, None)).score
+    async def _rejected(self, k: int, served: ServedModel, checkpoint: Checkpoint, current: ServedModel) -> bool:
+        """Measure the new model and put ``current`` back when it is worse than the best so far beyond doubt."""
+        assert self.gate is not None
+        accepted = {row["version"]: known for row in self.store.models()
+                    if row["state"] in ("serving", "retired") and (known := self.gate.known(row)) is not None}
+        new = await self._evaluate(served, checkpoint)
+        decision = self.gate.decide(new, accepted)
+        await self._record(checkpoint, served.name, {"gate": decision.as_dict()})
+        self.store.event("evaluation", f"{served.version} {decision}", level="warning" if decision.rejected else "info",
+                         round=k, data={"version": served.version, **decision.as_dict()})
+        if not decision.rejected:
+            return False
+        try:
+            await self.swapper.restore(current, served)
+        except SwapError as exc:
+            raise UserError(f"{served.version} did worse than {decision.best} on the evaluation and "
+                            f"{current.version} could not be served again: {exc}") from None
+        why = (f"worse than {decision.best} beyond doubt: {decision.difference.mean:+.3f} "
+               f"[{decision.difference.low:+.3f}, {decision.difference.high:+.3f}], margin {decision.margin}; "
+               f"{current.version} serves again")
+        await self.store.write(op_for(ModelEvent(id=served.version, round=k, model_version=served.version,
+                                                 kind="rejected", parent=current.version, detail=why)))
+        self.stats.last_error = f"{served.version} rejected: {why}"
+        return True
 
-    async def _evaluate(self, model: ServedModel, checkpoint: Checkpoint | None) -> EvalResult:
-        assert self.evaluator is not None
+    async def _measured(self, model: ServedModel) -> dict[str, Any]:
+        """A served model's gate result (measured once per version, then read back)."""
+        assert self.gate is not None
+        known = self.gate.known(self.store.model(model.version))
+        return known if known is not None else await self._evaluate(model, None)
+
+    async def _evaluate(self, model: ServedModel, checkpoint: Checkpoint | None) -> dict[str, Any]:
+        assert self.gate is not None
         previous, self.stats.state = self.stats.state, "evaluating"
-        result = await self.evaluator.evaluate(model)
-        self.stats.state = previous
-        summary = result.summary()
+        try:
+            result = await self.gate.measure(model)
+        finally:
+            self.stats.state = previous
         if checkpoint is not None:
-            await self._record(checkpoint, model.name, {"evaluation": summary})
+            await self._record(checkpoint, model.name, {"evaluation": result})
         else:  # a model of an earlier round (or the base): add to its lineage row
-            await self._amend(model.version, {"evaluation": summary})
-        quality = f"critic {result.critic_mean:.1f}/10" if result.critic_mean is not None else "no critic score"
-        checks = f"checks {result.checks_rate:.0%}" if result.checks_rate is not None else "no checks"
-        self.store.event("evaluation", f"{model.version} scored {result.score:.3f} ({quality}, {checks}, "
-                                       f"{result.failed_requests} unanswered)",
-                         data={"version": model.version, "score": result.score})
+            await self._amend(model.version, {"evaluation": result})
+        ci = result["interval"]
+        self.store.event("evaluation", f"{model.version} scored {ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}] "
+                                       f"on {result['bench']} ({ci['n']} prompts, {result['failed']} unanswered)",
+                         data={"version": model.version, "score": ci["mean"]})
         return result
 
     def _generator(self, k: int) -> str:

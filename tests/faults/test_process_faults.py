@@ -141,18 +141,24 @@ def test_a_swap_to_an_endpoint_that_never_comes_back_stops_cleanly(server_factor
         assert db.execute("SELECT state FROM models WHERE version='v1'").fetchone()[0] == "failed"
 
 
-@pytest.mark.parametrize("after,expected", [(0.0, "rejected"), (1.0, "serving")])
-async def test_evaluation_gate_rolls_back_a_worse_model(server_factory, embedded_model, tmp_path, clean_env,
-                                                        after, expected):
-    server = server_factory(keep_rate=0.5)  # the current model: half of its answers pass the critic
+@pytest.mark.parametrize("after,expected", [(1.0, "rejected"), (0.0, "serving")])
+async def test_evaluation_gate_rolls_back_a_worse_model_and_keeps_an_equal_one(
+        server_factory, embedded_model, tmp_path, clean_env, after, expected):
+    """The gate's prompts (a file of the user's, as ``evaluation.prompts`` allows) check for a word
+    the test server's answers hold; a model redeployed to answer nothing (``empty_rate = 1``) is
+    worse beyond doubt, one redeployed unchanged is equal and kept."""
+    server = server_factory(empty_rate=0.0)
+    prompts = tmp_path / "gate.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"g{i}", "prompt": f"Describe tool number {i} with care.",
+                                           "checks": [{"type": "contains", "value": "careful"}]}) + "\n"
+                               for i in range(30)), encoding="utf-8")
     overrides = {"endpoints": [{"base_url": server.url}], "out": str(tmp_path / "run"), "rounds": 2,
                  "round_size": 8, "max_proposed": 400, "trainer.backend": "trl",
                  "trainer.base_model": str(embedded_model), "trainer.epochs": 1, "trainer.max_length": 128,
                  "swap.strategy": "command", "swap.expect_model": "test-model-{version}", "swap.timeout_s": 20,
-                 "swap.command": redeploy(server.port, model="test-model-$ISHEEP_VERSION", keep_rate=after),
-                 "swap.rollback_command": redeploy(server.port, model="test-model", keep_rate=0.5),
-                 "evaluation.enabled": True, "evaluation.limit": 12, "evaluation.critic_weight": 1.0,
-                 "critic.model": "current"}  # redeployed in place: the judge is the model being judged
+                 "swap.command": redeploy(server.port, model="test-model-$ISHEEP_VERSION", empty_rate=after),
+                 "swap.rollback_command": redeploy(server.port, model="test-model", empty_rate=0.0),
+                 "evaluation.enabled": True, "evaluation.prompts": str(prompts), "critic.model": "current"}
     result = await isheep.arun(load_config(overrides=overrides, environ={}))
     with sqlite3.connect(result.folder / "isheep.db") as db:
         rounds = db.execute("SELECT round, state FROM rounds ORDER BY round").fetchall()
@@ -161,7 +167,10 @@ async def test_evaluation_gate_rolls_back_a_worse_model(server_factory, embedded
                                     " WHERE responder_version IS NOT NULL GROUP BY round").fetchall())
         evaluations = [json.loads(d) for (d,) in db.execute("SELECT data FROM events WHERE kind='evaluation'")]
     assert v1[0] in (expected, "retired")
-    assert json.loads(v1[1])["evaluation"]["score"] is not None
+    detail = json.loads(v1[1])
+    assert len(detail["evaluation"]["scores"]) == 30
+    assert detail["gate"]["best"] == "v0" and detail["gate"]["decision"] == ("rejected" if after else "kept")
+    assert detail["gate"]["difference"]["mean"] == (-1.0 if after else 0.0)
     assert {e["version"] for e in evaluations} >= {"v0", "v1"}
     if expected == "rejected":
         assert rounds[0] == (1, "rejected")

@@ -214,12 +214,12 @@ def test_validate_accepts_checks_that_need_no_more(check):
 
 # -- load_eval_prompts -----------------------------------------------------------------------------
 def test_shipped_eval_prompts_load_with_valid_checks():
-    prompts = load_eval_prompts()
-    assert [p.id for p in prompts] == [f"eval-{n:02d}" for n in range(1, 25)]
+    prompts = load_eval_prompts()  # the instructions benchmark's, which the gate uses by default
+    assert [p.id for p in prompts] == [f"inst-{n:03d}" for n in range(1, 331)]
     assert all(p.prompt.strip() and p.checks for p in prompts)
     assert all(validate(c) is None for p in prompts for c in p.checks)
-    assert load_eval_prompts(default_path("eval.jsonl")) == prompts
-    assert [p.id for p in load_eval_prompts(limit=3)] == ["eval-01", "eval-02", "eval-03"]
+    assert load_eval_prompts(default_path("benchmarks/instructions.jsonl")) == prompts
+    assert [p.id for p in load_eval_prompts(limit=3)] == ["inst-001", "inst-002", "inst-003"]
 
 
 def test_rows_without_id_are_named_by_line_number(tmp_path):

@@ -19,7 +19,8 @@ from isheep.runtime.core.loading import load_config
 from isheep.runtime.core.errors import UserError
 from isheep.runtime.core.messages import Assessment, Instruction, Response, RoundEvent, Score, Verdict
 from isheep.runtime.core.types import Checkpoint, Models, ServedModel, TrainingFailed, TrainRequest
-from isheep.runtime.pipeline.evaluation import EvalResult
+from isheep.runtime.evals import BenchResult, Benchmark
+from isheep.runtime.pipeline.evaluation import Gate
 from isheep.runtime.pipeline.stats import RunStats
 from isheep.runtime.pipeline.updater import ModelUpdater
 from isheep.runtime.serving import SwapError
@@ -340,30 +341,70 @@ class SleepingSwap(RecordingSwap):
         return previous
 
 
-class ScoreByVersion:
-    """The evaluation gate's interface: a fixed score per version, and a sleeping server never answers."""
+class ScoreByModel(Benchmark):
+    """The gate's benchmark on 40 prompts: each served model passes a fixed set of them (a model
+    the test names), and a sleeping server never answers."""
 
-    def __init__(self, swapper: SleepingSwap, scores: dict[str, float]) -> None:
-        self.swapper, self.scores, self.asked = swapper, scores, []
+    name, metric = "fixed", "share of prompts passed"
 
-    async def evaluate(self, model: ServedModel) -> EvalResult:
-        assert not self.swapper.asleep, f"{model.version} evaluated on a sleeping server: the gate would hang"
-        self.asked.append(model.version)
-        return EvalResult(version=model.version, score=self.scores[model.version], critic_mean=None, checks_rate=None)
+    def __init__(self, swapper: SleepingSwap, passes: dict[str, int]) -> None:
+        self.swapper, self.passes, self.asked = swapper, passes, []
+
+    async def run(self, client, model: str, *, limit: int = 0) -> BenchResult:
+        assert not self.swapper.asleep, f"{model} evaluated on a sleeping server: the gate would hang"
+        self.asked.append(model)
+        return BenchResult(self.name, model, {f"p{i}": float(i < self.passes[model]) for i in range(40)})
 
 
-async def test_the_gate_measures_its_baseline_before_a_colocated_server_sleeps(tmp_path):
-    s = Setup(tmp_path, {1: 2, 2: 2}, **{"evaluation.enabled": True})
+def gated(s: Setup, passes: dict[str, int], **evaluation) -> ScoreByModel:
     s.swapper = SleepingSwap()
-    evaluator = ScoreByVersion(s.swapper, {"v0": 0.5, "v1": 0.6, "v2": 0.1})
-    s.updater = ModelUpdater(s.config, s.store, s.models, s.stats, s.trainer, s.swapper, evaluator)
+    bench = ScoreByModel(s.swapper, passes)
+    gate = Gate(s.config.evaluation.model_copy(update=evaluation), pool=None, bench=bench)
+    s.updater = ModelUpdater(s.config, s.store, s.models, s.stats, s.trainer, s.swapper, gate)
+    return bench
+
+
+async def test_the_gate_measures_the_serving_model_before_a_colocated_server_sleeps(tmp_path):
+    s = Setup(tmp_path, {1: 2, 2: 2}, **{"evaluation.enabled": True})
+    bench = gated(s, {"m": 20, "m-v1": 24, "m-v2": 10})
     await s.store.start()
     try:
         assert await s.updater.swap(1, await s.updater.train(1)) == "serving"
-        assert await s.updater.swap(2, await s.updater.train(2)) == "rejected"  # 0.1 < 0.6 - margin
-        assert evaluator.asked == ["v0", "v1", "v2"]  # v1's score, measured as the new model, is its baseline
+        assert await s.updater.swap(2, await s.updater.train(2)) == "rejected"  # 10 of 40 vs v1's 24: beyond doubt
+        assert bench.asked == ["m", "m-v1", "m-v2"]  # each measured once; v1's result is read back as a baseline
         assert [c[0] for c in s.swapper.calls] == ["prepare", "release", "swap", "prepare", "release", "swap",
                                                  "restore"]
+        gate = s.detail("v2")["gate"]
+        assert gate["decision"] == "rejected" and gate["best"] == "v1"
+        assert gate["difference"]["mean"] == pytest.approx(-14 / 40) and gate["difference"]["high"] < 0
+        assert s.detail("v1")["gate"]["decision"] == "kept" and s.lineage()["v2"] == "rejected"
+        await flush(s.store)
+        assert any("v2 scored 0.250" in m and "worse beyond doubt: rejected" in m for _, m in s.events("evaluation"))
+    finally:
+        await s.store.aclose()
+
+
+async def test_the_gate_compares_with_the_best_model_so_far_not_only_the_last(tmp_path):
+    """Each round a little worse than the one before, never beyond doubt by itself: the slide is caught."""
+    s = Setup(tmp_path, {1: 2, 2: 2, 3: 2}, **{"evaluation.enabled": True})
+    gated(s, {"m": 30, "m-v1": 27, "m-v2": 24, "m-v3": 21})
+    await s.store.start()
+    try:
+        assert await s.updater.swap(1, await s.updater.train(1)) == "serving"  # -3 of 40 vs v0: not beyond doubt
+        assert await s.updater.swap(2, await s.updater.train(2)) == "rejected"  # -6 vs v0, the best: beyond doubt
+        assert s.detail("v2")["gate"]["best"] == "v0"
+    finally:
+        await s.store.aclose()
+
+
+async def test_an_equal_model_is_kept_and_the_margin_forgives_a_small_loss(tmp_path):
+    s = Setup(tmp_path, {1: 2, 2: 2}, **{"evaluation.enabled": True})
+    gated(s, {"m": 30, "m-v1": 30, "m-v2": 22}, margin=0.3)
+    await s.store.start()
+    try:
+        assert await s.updater.swap(1, await s.updater.train(1)) == "serving"
+        assert s.detail("v1")["gate"]["difference"]["mean"] == 0.0
+        assert await s.updater.swap(2, await s.updater.train(2)) == "serving"  # -0.2, within the 0.3 margin
     finally:
         await s.store.aclose()
 
