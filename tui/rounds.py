@@ -1,4 +1,5 @@
-"""Rounds: a timeline of rounds, the training loss curve, and the swaps with their outcome."""
+"""Rounds: a timeline of rounds, the training loss curve, and each model version: its swap, the
+gate's score and its benchmark scores, each with its 95% interval."""
 
 from __future__ import annotations
 
@@ -11,6 +12,15 @@ from textual.widgets import DataTable
 from textual_plotext import PlotextPlot
 
 from .source import Snapshot
+
+
+def scored(result: object) -> str:
+    """A stored result as "mean [low, high]"; a lineage row is data from disk: odd data shows as "?"."""
+    try:
+        ci = result["interval"]  # type: ignore[index]
+        return f"{ci['mean']:.2f} [{ci['low']:.2f}, {ci['high']:.2f}]"
+    except (KeyError, TypeError, ValueError):
+        return "?"
 
 
 class RoundsPanel(Widget):
@@ -45,7 +55,7 @@ class RoundsPanel(Widget):
     def on_mount(self) -> None:
         self.query_one("#round-table", DataTable).add_columns(
             "round", "state", "model", "proposed", "kept", "accept", "closed because")
-        self.query_one("#swap-table", DataTable).add_columns("model", "from", "outcome", "swap", "eval")
+        self.query_one("#swap-table", DataTable).add_columns("model", "from", "outcome", "swap", "gate", "benchmarks")
         self._drawn_losses = -1
 
     def update_from(self, snapshot: Snapshot) -> None:
@@ -57,9 +67,10 @@ class RoundsPanel(Widget):
         swaps = self.query_one("#swap-table", DataTable)
         swaps.clear()
         for model in snapshot.models:
-            if model["version"] == "v0":
-                continue
             detail = json.loads(model.get("detail") or "{}")
+            benches = detail.get("benchmarks") if isinstance(detail.get("benchmarks"), dict) else {}
+            if model["version"] == "v0" and not benches and not detail.get("evaluation"):
+                continue
             swap = detail.get("swap") or {}
             outcome = {"failed": "ROLLED BACK", "serving": "serving", "retired": "served, retired",
                        "trained": "trained", "rejected": "REJECTED"}.get(model["state"], model["state"])
@@ -67,9 +78,9 @@ class RoundsPanel(Widget):
             took = swap.get("seconds")
             seconds = (f"{took:.1f}s" if isinstance(took, (int, float)) else "?") if "seconds" in swap \
                 else ("-" if not swap else "failed")
-            evaluation = detail.get("evaluation")
-            score = f"{evaluation['score']:.3f}" if evaluation else "-"
-            swaps.add_row(model["version"], model.get("parent") or "-", outcome, seconds, score)
+            gate = scored(detail["evaluation"]) if detail.get("evaluation") else "-"
+            measured = ", ".join(f"{name} {scored(result)}" for name, result in sorted(benches.items())) or "-"
+            swaps.add_row(model["version"], model.get("parent") or "-", outcome, seconds, gate, measured)
         if len(snapshot.losses) != self._drawn_losses:
             self._drawn_losses = len(snapshot.losses)
             plot = self.query_one("#loss-plot", PlotextPlot)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -159,3 +160,28 @@ def test_closing_the_reader_while_a_poll_runs_in_its_thread_waits_for_it(tmp_pat
     assert outcomes in (["closed"], ["done"]) and not worker.is_alive()
     with pytest.raises(ReaderClosed):
         reader.poll()
+
+
+async def test_the_rounds_tab_shows_each_versions_gate_and_benchmark_scores_with_intervals(tmp_path):
+    from isheep.runtime.store import RunStore, model_row_op
+
+    folder = make_finished_run(tmp_path / "run")
+    store = RunStore.open(folder)
+    result = {"scores": {"a": 1.0, "b": 0.0}, "interval": {"mean": 0.5, "low": 0.0, "high": 1.0, "n": 2, "level": 0.95}}
+    rows = {row["version"]: row for row in store.models()}
+    for version, detail in (("v0", {"benchmarks": {"instructions": result}}),
+                            ("v1", {"evaluation": result, "benchmarks": {"instructions": result, "odd": {"x": 1}}})):
+        row = rows[version]
+        store.write_sync([model_row_op(version, parent=row["parent"], round=row["round"], served_name=row["served_name"],
+                                       path=row["path"], state=row["state"],
+                                       detail={**json.loads(row["detail"] or "{}"), **detail})])
+    store.close_sync()
+    app = MonitorApp(folder, refresh_s=0.2)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await _until(pilot, lambda: app.snapshot is not None)
+        await pilot.press("3")
+        swaps = app.query_one("#swap-table", DataTable)
+        table = {swaps.get_row_at(i)[0]: swaps.get_row_at(i) for i in range(swaps.row_count)}
+        assert table["v0"][4:] == ["-", "instructions 0.50 [0.00, 1.00]"]
+        assert table["v1"][4:] == ["0.50 [0.00, 1.00]", "instructions 0.50 [0.00, 1.00], odd ?"]
+        await pilot.press("q")
