@@ -21,6 +21,8 @@ from isheep.runtime.evals import Benchmark, BenchResult, Interval, paired_differ
 from isheep.runtime.serving import SwapError, open_serving
 from isheep.runtime.store import RunStore, checkpoint_from_row, model_row_op
 
+from .modelcard import write_card
+
 Progress = Callable[[str], None]
 
 
@@ -138,3 +140,5 @@ async def _keep(store: RunStore, version: str, result: BenchResult, limit: int) 
     await store.write([model_row_op(row["version"], parent=row["parent"], round=row["round"],
                                     served_name=row["served_name"], path=row["path"], state=row["state"],
                                     detail=detail)])
+    if version != "v0" and row["path"]:  # the card beside the weights says how they scored
+        write_card(Path(row["path"]), store.model(version), store.meta())

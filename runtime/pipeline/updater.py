@@ -24,6 +24,7 @@ from isheep.runtime.serving.swap import SwapStrategy
 from isheep.runtime.store import RunStore, checkpoint_from_row, model_row_op, op_for
 
 from .evaluation import Gate
+from .modelcard import write_card
 from .retention import prunable
 from .stats import RunStats
 
@@ -254,6 +255,7 @@ class ModelUpdater:
             await self.store.write([model_row_op(row["version"], parent=row["parent"], round=row["round"],
                                                  served_name=row["served_name"], path=row["path"],
                                                  state=row["state"], detail=detail)])
+            self._card(version)
 
     async def _record(self, checkpoint: Checkpoint, served_name: str, extra: dict[str, Any]) -> None:
         """Upsert the version's lineage row, merging ``extra`` into what is known of it."""
@@ -262,3 +264,10 @@ class ModelUpdater:
         await self.store.write([model_row_op(checkpoint.version, parent=checkpoint.parent, round=checkpoint.round,
                                              served_name=served_name, path=str(checkpoint.path), state="trained",
                                              detail=detail)])
+        self._card(checkpoint.version)
+
+    def _card(self, version: str) -> None:
+        """The model card beside the version's weights, rewritten as results come in."""
+        row = self.store.model(version)
+        if row is not None and row["path"] and version != "v0":  # the base folder is the user's, not ours
+            write_card(Path(row["path"]), row, self.store.meta())

@@ -380,6 +380,13 @@ async def test_the_gate_measures_the_serving_model_before_a_colocated_server_sle
         assert s.detail("v1")["gate"]["decision"] == "kept" and s.lineage()["v2"] == "rejected"
         await flush(s.store)
         assert any("v2 scored 0.250" in m and "worse beyond doubt: rejected" in m for _, m in s.events("evaluation"))
+        # The model card beside v2's weights says where they came from and what the gate found.
+        card = (s.folder / "checkpoints" / "round-02" / "README.md").read_text()
+        assert card.startswith("---\nbase_model:") and "# t v2" in card
+        assert "version: v2 (round 2), parent: v0" in card and "trained on 2 self-generated pairs" in card
+        assert "training loss: 2.000 -> 1.250" in card and "evaluation gate (fixed): 0.250" in card
+        assert "gate decision: rejected against the best so far, v1 (difference -0.350" in card
+        assert not (tmp_path / "base" / "README.md").exists()  # the base folder is the user's
     finally:
         await s.store.aclose()
 

@@ -114,6 +114,8 @@ def test_two_rounds_killed_during_training_then_resumed(embedded_model, tmp_path
     for version in ("v0", "v1", "v2"):
         kept = json.loads(_db_state(db, "SELECT detail FROM models WHERE version=?", (version,))[0][0])
         assert len(kept["benchmarks"]["instructions"]["scores"]) == 6
+    card = Path(_db_state(db, "SELECT path FROM models WHERE version='v2'")[0][0]) / "README.md"
+    assert "version: v2 (round 2), parent: v0" in card.read_text() and "- instructions: " in card.read_text()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,78 @@
+"""The model card (``README.md``, Hugging Face's convention) written beside each trained model's weights.
+
+Written when the checkpoint is recorded, and written again when the gate or ``isheep eval``
+adds results, so the folder a user uploads says where the weights came from: the run and its
+recipe, the lineage (parent, round), the training data counts and hyperparameters, the loss,
+the swap and gate outcome, and each benchmark score with its interval.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+CARD = "README.md"
+
+
+def _interval(result: Any) -> str:
+    try:
+        ci = result["interval"]
+        return f"{ci['mean']:.3f} (95% interval {ci['low']:.3f} to {ci['high']:.3f}, {ci['n']} prompts)"
+    except (KeyError, TypeError):
+        return "unknown"
+
+
+def render(row: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    """The card of one lineage row (a model version) of a run with ``meta``."""
+    detail = json.loads(row["detail"] or "{}")
+    config = meta.get("config") or {}
+    base = meta.get("model") or "unknown"
+    losses = [p.get("loss") for p in detail.get("loss") or [] if isinstance(p, dict) and p.get("loss") is not None]
+    hyper = detail.get("hyperparameters") or {}
+    library = "peft" if detail.get("kind") == "adapter" else "transformers"
+    lines = ["---", f"base_model: {json.dumps(str(base))}", f"library_name: {library}",
+             "tags:", "- isheep", "- self-alignment", f"- {config.get('recipe', 'isheep')}", "---", "",
+             f"# {meta.get('run_name', 'isheep run')} {row['version']}", "",
+             f"Trained by isheep's I-SHEEP loop (recipe `{config.get('recipe', 'isheep')}`) on data the model "
+             "wrote and judged itself, with no human data.", "",
+             "## Lineage", "",
+             f"- version: {row['version']} (round {row['round']}), parent: {row['parent'] or '-'}",
+             f"- base model: {base}",
+             f"- state in the run: {row['state']}"]
+    if detail.get("examples") is not None:
+        lines.append(f"- trained on {detail['examples']} self-generated pairs of round {row['round']}")
+    if hyper:
+        shown = ", ".join(f"{k} {hyper[k]}" for k in ("method", "epochs", "learning_rate", "batch_size",
+                                                     "lora_r", "max_length") if k in hyper)
+        lines.append(f"- hyperparameters: {shown}" if shown else "- hyperparameters: see the run's lineage")
+    if losses:
+        lines.append(f"- training loss: {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} logged steps")
+    swap = detail.get("swap") or {}
+    if swap.get("error"):
+        lines.append(f"- swap: failed ({swap['error']})")
+    elif swap:
+        lines.append(f"- served by a {swap.get('strategy', '?')} swap; weights changed: {swap.get('weights_changed')}")
+    gate = detail.get("gate")
+    results = detail.get("benchmarks") or {}
+    if gate or detail.get("evaluation") or results:
+        lines += ["", "## Evaluation", ""]
+    if detail.get("evaluation"):
+        lines.append(f"- evaluation gate ({detail['evaluation'].get('bench', '?')}): {_interval(detail['evaluation'])}")
+    if gate:
+        diff = gate.get("difference") or {}
+        lines.append(f"- gate decision: {gate.get('decision')} against the best so far, {gate.get('best')} "
+                     f"(difference {diff.get('mean', 0):+.3f}, 95% interval {diff.get('low', 0):+.3f} to "
+                     f"{diff.get('high', 0):+.3f})")
+    for name, result in sorted(results.items()):
+        lines.append(f"- {name}: {_interval(result)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_card(folder: Path | None, row: Mapping[str, Any], meta: Mapping[str, Any]) -> Path | None:
+    """Write the card into the model's folder when it is there (a pruned or external one is skipped)."""
+    if folder is None or not Path(folder).is_dir():
+        return None
+    path = Path(folder) / CARD
+    path.write_text(render(row, meta), encoding="utf-8")
+    return path
