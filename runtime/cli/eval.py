@@ -14,8 +14,9 @@ from typing import ClassVar
 
 from isheep.runtime.core.config import ClientConfig, EndpointConfig
 from isheep.runtime.core.errors import UserError
-from isheep.runtime.evals import BENCHMARKS, BenchResult
+from isheep.runtime.evals import BENCHMARKS, BenchOptions, BenchResult, Benchmark
 from isheep.runtime.pipeline.benchmarking import VersionScore, compare, evaluate_run, stored_results
+from isheep.runtime.evals.sandbox import isolation
 from isheep.runtime.serving.endpoints import EndpointPool
 from isheep.runtime.store import RunStore
 
@@ -84,6 +85,8 @@ class EvalCommand(Command):
         parser.add_argument("--max-tokens", type=positive, default=512, help="tokens per answer (default 512)")
         parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
                             help="environment variable holding the key (default OPENAI_API_KEY)")
+        parser.add_argument("--allow-code-execution", action="store_true",
+                            help="let humaneval run model-written code (in a sandboxed subprocess)")
         parser.add_argument("--json", type=Path, help="also write the results (every prompt's score) to this file")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -91,23 +94,30 @@ class EvalCommand(Command):
             raise UserError("give a run folder, or --endpoint URL --model NAME (not both)")
         if args.json is not None and not args.json.parent.is_dir():
             raise UserError(f"--json: folder {args.json.parent} does not exist")
+        benches = self._benches(args)  # refused before anything starts
         if args.run is not None:
-            return self._run_folder(args)
+            return self._run_folder(args, benches)
         if args.model is None or args.versions is not None:
             raise UserError("--endpoint needs --model NAME, and --versions applies to a run folder")
-        return self._endpoint(args)
+        return self._endpoint(args, benches)
 
-    def _benches(self, args: argparse.Namespace) -> list:
-        return [BENCHMARKS[name](workers=args.workers, max_tokens=args.max_tokens) for name in args.bench]
+    @staticmethod
+    def _benches(args: argparse.Namespace) -> list[Benchmark]:
+        options = BenchOptions(workers=args.workers, max_tokens=args.max_tokens,
+                               allow_code_execution=args.allow_code_execution)
+        if "humaneval" in args.bench and not args.allow_code_execution:
+            raise UserError("humaneval runs model-written code: pass --allow-code-execution to allow it "
+                            f"(it runs in a {isolation()})")
+        return [BENCHMARKS[name].build(options) for name in args.bench]
 
-    def _run_folder(self, args: argparse.Namespace) -> int:
+    def _run_folder(self, args: argparse.Namespace, benches: list[Benchmark]) -> int:
         config = stored_config(args.run)
         store = RunStore.open(args.run)
 
         async def main() -> list[str]:
             await store.start()
             try:
-                return await evaluate_run(config, store, self._benches(args), versions=args.versions,
+                return await evaluate_run(config, store, benches, versions=args.versions,
                                           limit=args.limit or 0, environ=os.environ, progress=say)
             finally:
                 await store.aclose()
@@ -130,7 +140,7 @@ class EvalCommand(Command):
             say(f"results written to {args.json}")
         return 0
 
-    def _endpoint(self, args: argparse.Namespace) -> int:
+    def _endpoint(self, args: argparse.Namespace, benches: list[Benchmark]) -> int:
         try:
             endpoint = EndpointConfig(base_url=args.endpoint, api_key_env=args.api_key_env,
                                       max_in_flight=args.workers)
@@ -142,7 +152,7 @@ class EvalCommand(Command):
             try:
                 model = await pool.verify(args.model)
                 results = []
-                for bench in self._benches(args):
+                for bench in benches:
                     say(f"{bench.name}: asking {model} at {args.endpoint}")
                     results.append(await bench.run(pool, model, limit=args.limit or 0))
                 return results

@@ -1,16 +1,19 @@
 """Benchmarks of a served model, and the statistics that say whether one model beat another.
 
-One small base (:class:`Benchmark`), implementations side by side (``instructions``...), one
+One small base (:class:`Benchmark`), implementations side by side (``instructions``,
+``humaneval``), one
 result type (:class:`BenchResult`, scores kept prompt by prompt) and paired bootstrap intervals
 (:mod:`.stats`).
 """
 
-from .base import BenchResult, Benchmark
+from .base import BenchOptions, BenchResult, Benchmark
+from .humaneval import HumanEvalBenchmark
 from .instructions import InstructionsBenchmark
 from .stats import Interval, mean_interval, paired_difference, worse_beyond_doubt
 
 #: The benchmarks ``--bench`` names.
-BENCHMARKS: dict[str, type[Benchmark]] = {InstructionsBenchmark.name: InstructionsBenchmark}
+BENCHMARKS: dict[str, type[Benchmark]] = {b.name: b for b in (InstructionsBenchmark, HumanEvalBenchmark)}
 
-__all__ = ["BENCHMARKS", "BenchResult", "Benchmark", "InstructionsBenchmark", "Interval", "mean_interval",
+__all__ = ["BENCHMARKS", "BenchOptions", "BenchResult", "Benchmark", "HumanEvalBenchmark", "InstructionsBenchmark",
+           "Interval", "mean_interval",
            "paired_difference", "worse_beyond_doubt"]

@@ -40,6 +40,18 @@ class BenchResult:
                 "failed": self.failed, "interval": self.interval.as_dict(), "detail": self.detail[:keep]}
 
 
+@dataclass(frozen=True)
+class BenchOptions:
+    """What a user sets for every benchmark of one ``isheep eval``."""
+
+    #: Requests in flight.
+    workers: int = 8
+    #: Tokens per answer (greedy).
+    max_tokens: int = 512
+    #: Consent to run model-written code (``humaneval``).
+    allow_code_execution: bool = False
+
+
 class Benchmark(abc.ABC):
     """Asks a served model a benchmark's prompts and scores the answers."""
 
@@ -47,6 +59,11 @@ class Benchmark(abc.ABC):
     name: ClassVar[str]
     #: What the headline score is, for tables.
     metric: ClassVar[str]
+
+    @classmethod
+    def build(cls, options: BenchOptions) -> "Benchmark":
+        """The benchmark as ``options`` ask for it."""
+        return cls(workers=options.workers, max_tokens=options.max_tokens)  # type: ignore[call-arg]
 
     @abc.abstractmethod
     async def run(self, client: Client, model: str, *, limit: int = 0) -> BenchResult:

@@ -40,10 +40,11 @@ def test_eval_prints_each_benchmark_with_its_interval_and_writes_every_prompts_s
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--bench", "instructions,nope"], "unknown benchmark nope (known: instructions)"),
+    (["--bench", "instructions,nope"], "unknown benchmark nope (known: humaneval, instructions)"),
     (["--model", "other"], "model 'other' is not served by"),
     (["--limit", "0"], "expected a number of at least 1"),
     (["--json", "/no/such/folder/r.json"], "--json: folder /no/such/folder does not exist"),
+    (["--bench", "instructions,humaneval"], "humaneval runs model-written code: pass --allow-code-execution"),
 ])
 def test_bad_eval_input_is_one_line_and_status_2(server_factory, args, needle):
     server = server_factory()
@@ -101,3 +102,15 @@ def test_bad_run_eval_input_is_one_line_and_status_2(server_factory, tmp_path, a
     done = run_cli("eval", str(tmp_path / "run"), *args)
     assert done.returncode == 2 and needle in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_humaneval_runs_each_answer_in_the_sandbox_only_when_allowed(server_factory, tmp_path):
+    """The test server's answers are prose, not code: every program fails, and each is recorded."""
+    server = server_factory()
+    out = tmp_path / "he.json"
+    done = run_cli("eval", "--endpoint", server.url, "--model", "test-model", "--bench", "humaneval", "--limit", "5",
+                   "--allow-code-execution", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    [result] = json.loads(out.read_text())
+    assert list(result["scores"]) == [f"HumanEval/{i}" for i in range(5)] and set(result["scores"].values()) == {0.0}
+    assert result["metrics"] == {"pass@1": 0.0} and all(d["outcome"] == "failed" for d in result["detail"])
