@@ -26,12 +26,14 @@ from .model import ModelCommand
 from .monitor import MonitorCommand
 from .plan import PlanCommand
 from .recipes import RecipesCommand
+from .report import ReportCommand
 from .run import RunCommand
 from .serve import ServeCommand
 
 #: In the order ``isheep --help`` lists them.
-COMMANDS: tuple[type[Command], ...] = (RunCommand, PlanCommand, EvalCommand, RecipesCommand, ExportCommand,
-                                       ConfigCommand, MonitorCommand, ServeCommand, ModelCommand, DoctorCommand)
+COMMANDS: tuple[type[Command], ...] = (RunCommand, PlanCommand, EvalCommand, ReportCommand, RecipesCommand,
+                                       ExportCommand, ConfigCommand, MonitorCommand, ServeCommand, ModelCommand,
+                                       DoctorCommand)
 
 
 def build_parser() -> argparse.ArgumentParser:

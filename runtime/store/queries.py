@@ -60,6 +60,15 @@ class RunQueries:
             " GROUP BY state, reason ORDER BY COUNT(*) DESC", args)
         return {(state, reason or "?"): n for state, reason, n in rows}
 
+    def score_counts(self, aspect: str) -> dict[tuple[int, int], int]:
+        """(round, score) -> how many items the Self-Critic gave that score for ``aspect``
+        (``quality`` or ``following``)."""
+        if aspect not in ("quality", "following"):
+            raise ValueError(f"no critic aspect {aspect!r}")
+        rows = self._conn.execute(f"SELECT round, {aspect}, COUNT(*) FROM items WHERE {aspect} IS NOT NULL"
+                                  f" GROUP BY round, {aspect}")
+        return {(k, score): n for k, score, n in rows}
+
     def max_seq(self, round: int) -> int:
         row = self._conn.execute("SELECT MAX(seq) FROM items WHERE round=?", (round,)).fetchone()
         return row[0] or 0
