@@ -31,8 +31,9 @@ def render(row: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     losses = [p.get("loss") for p in detail.get("loss") or [] if isinstance(p, dict) and p.get("loss") is not None]
     hyper = detail.get("hyperparameters") or {}
     library = "peft" if detail.get("kind") == "adapter" else "transformers"
+    tags = dict.fromkeys(["isheep", "self-alignment", str(config.get("recipe", "isheep"))])
     lines = ["---", f"base_model: {json.dumps(str(base))}", f"library_name: {library}",
-             "tags:", "- isheep", "- self-alignment", f"- {config.get('recipe', 'isheep')}", "---", "",
+             "tags:", *(f"- {tag}" for tag in tags), "---", "",
              f"# {meta.get('run_name', 'isheep run')} {row['version']}", "",
              f"Trained by isheep's I-SHEEP loop (recipe `{config.get('recipe', 'isheep')}`) on data the model "
              "wrote and judged itself, with no human data.", "",
@@ -41,7 +42,8 @@ def render(row: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
              f"- base model: {base}",
              f"- state in the run: {row['state']}"]
     if detail.get("examples") is not None:
-        lines.append(f"- trained on {detail['examples']} self-generated pairs of round {row['round']}")
+        n = detail["examples"]
+        lines.append(f"- trained on {n} self-generated pair{'s' if n != 1 else ''} of round {row['round']}")
     if hyper:
         shown = ", ".join(f"{k} {hyper[k]}" for k in ("method", "epochs", "learning_rate", "batch_size",
                                                      "lora_r", "max_length") if k in hyper)
