@@ -91,7 +91,9 @@ async def evaluate_run(config: RunConfig, store: RunStore, benches: list[Benchma
                                      for b in benches)]
     if not todo:
         return [r["version"] for r in chosen]
-    serving = await open_serving(config, store.folder, environ, progress)
+    # Benchmarks need no judge: no second server for a base-model critic.
+    plain = config.model_copy(update={"critic": config.critic.model_copy(update={"model": "current", "endpoint": None})})
+    serving = await open_serving(plain, store.folder, environ, progress)
     try:
         current = _first_served(store, serving.servers != [])
         if not serving.servers and any(r["version"] != current.version for r in todo):
