@@ -111,7 +111,7 @@ def test_two_rounds_killed_during_training_then_resumed(embedded_model, tmp_path
     assert [r[:2] for r in rows] == [["instructions", "v0"], ["instructions", "v1"], ["instructions", "v2"]]
     assert rows[0][-2:] == ["-", "-"] and rows[1][-1] == "-" and rows[2][-1] != "-"  # vs base, vs previous
     assert "serving v1 from" in evaluated.stderr and "serving v2 from" in evaluated.stderr
-    assert evaluated.stderr.count("starting vLLM") == 1  # benchmarks need no base-judge server
+    assert evaluated.stderr.count("starting vLLM (") == 1  # benchmarks need no base-judge server
     for version in ("v0", "v1", "v2"):
         kept = json.loads(_db_state(db, "SELECT detail FROM models WHERE version=?", (version,))[0][0])
         assert len(kept["benchmarks"]["instructions"]["scores"]) == 6
