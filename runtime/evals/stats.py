@@ -33,6 +33,11 @@ class Interval:
     def __str__(self) -> str:
         return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, float]) -> "Interval":
+        """The interval :meth:`as_dict` wrote (a stored result's ``interval``)."""
+        return cls(data["mean"], data["low"], data["high"], int(data["n"]), data["level"])
+
     def as_dict(self) -> dict[str, float | int]:
         return {"mean": round(self.mean, 4), "low": round(self.low, 4), "high": round(self.high, 4), "n": self.n,
                 "level": self.level}

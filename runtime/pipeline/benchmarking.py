@@ -60,7 +60,7 @@ def compare(results: dict[str, dict[str, dict[str, Any]]], versions: list[str]) 
             scores = data["scores"]
             base = results[measured[0]][bench]["scores"] if i else None
             previous = results[measured[i - 1]][bench]["scores"] if i else None
-            interval = Interval(**{k: data["interval"][k] for k in ("mean", "low", "high", "n", "level")})
+            interval = Interval.from_dict(data["interval"])
             rows.append(VersionScore(version, bench, interval, data.get("metrics", {}),
                                      paired_difference(scores, base) if base is not None else None,
                                      paired_difference(scores, previous) if i > 1 else None))

@@ -45,7 +45,7 @@ class Decision:
 
 
 def _interval(summary: dict[str, Any]) -> Interval:
-    return Interval(**{k: summary["interval"][k] for k in ("mean", "low", "high", "n", "level")})
+    return Interval.from_dict(summary["interval"])
 
 
 class Gate:
