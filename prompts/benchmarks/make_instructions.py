@@ -4,15 +4,19 @@ three verifiable instructions of IFEval's kinds, phrased in plain words.
 Run ``python prompts/benchmarks/make_instructions.py > prompts/benchmarks/instructions.jsonl``;
 a test checks the shipped file is this script's output. Deterministic (a fixed seed). Each
 instruction carries tags, and two that share a tag never go in one prompt (an answer cannot be
-both JSON and a bulleted list, both in German and hold the English word "budget"). The first
-instruction of prompt i is the i-th of the list in turn, so every kind is asked about equally.
-Standard library only: this file is not part of the installed package.
+both JSON and a bulleted list, both in German and hold the English word "budget"; one that
+begins by repeating the request cannot also be lowercase or short). Text an answer must hold
+(a word, a start or end phrase, the repeated request) is also checked against the forbidden
+word and the ban on commas, so "Thanks for reading." never comes with "do not use 'thanks'".
+The first instruction of prompt i is the i-th of the list in turn, so every kind is asked
+about equally. Standard library only: this file is not part of the installed package.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 
 SEED = 20261125
@@ -95,8 +99,9 @@ PHRASES_END = ["Is there anything else I can help with?", "That is all.", "Thank
 LANGUAGES = [("de", "German"), ("fr", "French"), ("es", "Spanish"), ("it", "Italian"), ("pt", "Portuguese")]
 KEY_SETS = [["summary", "steps"], ["title", "points"], ["answer", "reason"], ["topic", "advice", "example"]]
 
-STRUCT, CASE, START, END, LENGTH, SENT, KEYWORD, LANG, COMMAS, TITLE, EMPH = (
-    "struct", "case", "start", "end", "length", "sent", "keyword", "lang", "commas", "title", "emph")
+STRUCT, CASE, START, END, LENGTH, SENT, KEYWORD, LANG, COMMAS, TITLE, EMPH, LIMIT = (
+    "struct", "case", "start", "end", "length", "sent", "keyword", "lang", "commas", "title", "emph", "limit")
+# LIMIT: an upper bound on length, which the words and the sentence of a repeated request use up.
 JSON_TAGS = {STRUCT, CASE, START, END, LANG, COMMAS, TITLE, EMPH, SENT}
 
 
@@ -110,10 +115,12 @@ def _kinds(rng: random.Random, task: str, avoid: str) -> list[tuple[dict, str, s
     at_most, at_least = n([40, 60, 80, 100]), n([120, 150, 200])
     named = ", ".join(f'"{k}"' for k in keys[:-1]) + f' and "{keys[-1]}"'
     return [
-        ({"type": "max_words", "value": at_most}, f"Use at most {at_most} words.", {LENGTH}),
+        ({"type": "max_words", "value": at_most}, f"Use at most {at_most} words.", {LENGTH, LIMIT}),
         ({"type": "min_words", "value": at_least}, f"Write at least {at_least} words.", {LENGTH}),
-        ({"type": "sentences", "value": count + 1}, f"Answer in exactly {count + 1} sentences.", {SENT, STRUCT, LENGTH, END}),
-        ({"type": "max_sentences", "value": count}, f"Use no more than {count} sentences.", {SENT, STRUCT, LENGTH, END}),
+        ({"type": "sentences", "value": count + 1}, f"Answer in exactly {count + 1} sentences.",
+         {SENT, STRUCT, LENGTH, END, LIMIT}),
+        ({"type": "max_sentences", "value": count}, f"Use no more than {count} sentences.",
+         {SENT, STRUCT, LENGTH, END, LIMIT}),
         ({"type": "min_sentences", "value": count + 4}, f"Write at least {count + 4} sentences.", {SENT, STRUCT, LENGTH}),
         ({"type": "paragraphs", "value": count + 1},
          f"Write exactly {count + 1} paragraphs, separated from each other by the Markdown divider ***.", {STRUCT, TITLE, END}),
@@ -150,12 +157,34 @@ def _kinds(rng: random.Random, task: str, avoid: str) -> list[tuple[dict, str, s
          f"Finish with the exact phrase \"{end}\", with nothing after it.", {END}),
         ({"type": "repeat_prompt", "value": task},
          "Before answering, repeat the request above word for word (only its first sentence, not these "
-         "instructions), then give your answer.", {START, LANG, CASE}),
+         "instructions), then give your answer.", {START, LANG, CASE, LIMIT}),
         ({"type": "quoted"}, "Wrap your entire answer in double quotation marks.", {START, END, STRUCT}),
         ({"type": "no_commas"}, "Do not use a single comma in your answer.", {COMMAS}),
         ({"type": "language", "value": code},
          f"Write your answer in {language}, and in no other language.", {LANG, KEYWORD, START, END}),
     ]
+
+
+def _whole_word(word: str, text: str) -> bool:
+    """Whether ``word`` is in ``text`` as a whole word, any case (as the not_contains check reads it)."""
+    return re.search(rf"(?<![^\W_]){re.escape(word)}(?![^\W_])", text, re.IGNORECASE) is not None
+
+
+def _required_texts(check: dict) -> list[str]:
+    """Text an answer passing ``check`` holds word for word."""
+    kind, value = check["type"], check.get("value")
+    if kind in ("contains", "starts_with", "ends_with", "repeat_prompt"):
+        return [value]
+    return [value["word"]] if kind == "keyword_count" else []
+
+
+def _clash(checks: list[dict]) -> bool:
+    """Whether text the answer must hold breaks a ban of another check: the forbidden word, commas."""
+    held = [text for check in checks for text in _required_texts(check)]
+    kinds = {check["type"] for check in checks}
+    banned = [check["value"] for check in checks if check["type"] == "not_contains"]
+    return any(_whole_word(word, text) for word in banned for text in held) or (
+        "no_commas" in kinds and any("," in text for text in held))
 
 
 def build(seed: int = SEED, count: int = PROMPTS) -> list[dict]:
@@ -171,6 +200,8 @@ def build(seed: int = SEED, count: int = PROMPTS) -> list[dict]:
             if len(chosen) >= wanted:
                 break
             if other[0]["type"] in {c[0]["type"] for c in chosen} or other[2] & tags:
+                continue
+            if _clash([c[0] for c in chosen] + [other[0]]):
                 continue
             chosen.append(other)
             tags |= other[2]

@@ -157,9 +157,19 @@ def validate(check: Any) -> str | None:
     return None
 
 
+def _passes(text: str, check: dict[str, Any]) -> bool:
+    """Whether the answer passes one check; a check that raises on it counts as failed."""
+    judge = CHECKS[check["type"]]  # outside the try: an unknown type is a bug of ours, loading rules it out
+    try:
+        return bool(judge(text, check.get("value")))
+    except Exception:  # RecursionError too: an answer is a model's and can be anything ("[" * 3000
+        # sends the JSON parser too deep); that is a failed check, not a crashed evaluation gate.
+        return False
+
+
 def run_checks(text: str, checks: list[dict[str, Any]]) -> list[bool]:
     """One pass/fail per check, on the answer as it is (IFEval's strict accuracy)."""
-    return [bool(CHECKS[c["type"]](text, c.get("value"))) for c in checks]
+    return [_passes(text, c) for c in checks]
 
 
 def loose_variants(text: str) -> list[str]:
@@ -172,7 +182,7 @@ def loose_variants(text: str) -> list[str]:
 def loose_checks(text: str, checks: list[dict[str, Any]]) -> list[bool]:
     """One pass/fail per check, passed when any loose variant of the answer passes it (IFEval's loose)."""
     variants = [v for v in loose_variants(text) if v.strip()]
-    return [any(CHECKS[c["type"]](v, c.get("value")) for v in variants) for c in checks]
+    return [any(_passes(v, c) for v in variants) for c in checks]
 
 
 @dataclass(frozen=True)
@@ -187,20 +197,27 @@ class EvalPrompt:
 def load_eval_prompts(path: Path | None = None, limit: int = 0, *,
                       default: str = "benchmarks/instructions.jsonl") -> list[EvalPrompt]:
     """Read prompts with checks (default: the instructions benchmark's), each check validated;
-    problems are one UserError."""
+    problems are one UserError. Every prompt has at least one check and an id of its own."""
     source = Path(path) if path is not None else default_path(default)
     prompts = []
+    seen: dict[str, int] = {}  # id -> the line it was first used on
     for number, where, row in read_jsonl(source, "evaluation prompts"):
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
             raise UserError(f"{where}: needs a non-empty 'prompt'")
         checks = row.get("checks", [])
         if not isinstance(checks, list):
             raise UserError(f"{where}: 'checks' must be a list of checks, got {checks!r}")
+        if not checks:  # all([]) is True: a prompt without checks would pass whatever the answer
+            raise UserError(f"{where}: needs at least one check in 'checks'")
         for check in checks:
             problem = validate(check)
             if problem:
                 raise UserError(f"{where}: {problem}")
-        prompts.append(EvalPrompt(id=str(row.get("id", number)), prompt=row["prompt"], checks=checks))
+        key = str(row.get("id", number))
+        if key in seen:  # scores are kept per id: a second prompt with it would merge into the first
+            raise UserError(f"{where}: id {key!r} is already used on line {seen[key]}")
+        seen[key] = number
+        prompts.append(EvalPrompt(id=key, prompt=row["prompt"], checks=checks))
     if not prompts:
         raise UserError(f"evaluation prompts {source} hold no prompt")
     return prompts[:limit] if limit else prompts

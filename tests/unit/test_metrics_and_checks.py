@@ -1,6 +1,7 @@
 """Reading vLLM's Prometheus /metrics text (``parse_metrics``), and the answer checks of the
-evaluation gate: every check type in ``CHECKS`` on hand-made answers, ``validate``'s messages,
-and ``load_eval_prompts`` on the shipped prompts and on broken files.
+evaluation gate: every check type in ``CHECKS`` on hand-made answers and on hostile ones (a
+check that raises has failed), how sentences are counted, ``validate``'s messages, and
+``load_eval_prompts`` on the shipped prompts and on broken files.
 
 The bugs the first checks had (issue 12) stay as regression tests.
 """
@@ -14,6 +15,7 @@ import pytest
 from isheep.prompts import default_path
 from isheep.runtime.core.errors import UserError
 from isheep.runtime.data.checks import CHECKS, load_eval_prompts, loose_checks, run_checks, validate
+from isheep.runtime.data.text import sentences
 from isheep.runtime.serving.metrics import parse_metrics
 
 # -- parse_metrics -------------------------------------------------------------------------------
@@ -179,6 +181,70 @@ def test_json_fence_language_is_case_insensitive():
     assert CHECKS["json_keys"]('```JSON\n{"name": "Ada"}\n```', ["name"])
 
 
+# -- hostile answers: a check that raises has failed, the evaluation goes on ---------------------------
+RUNAWAY = ["[" * 3000, '{"a": ' * 3000, "```json\n" + "[" * 3000 + "\n```"]  # too deep for the JSON parser
+
+
+@pytest.mark.parametrize("check", [{"type": "json"}, {"type": "json_keys", "value": ["a"]}])
+@pytest.mark.parametrize("text", RUNAWAY, ids=["array", "object", "fenced"])
+def test_json_checks_fail_on_runaway_nesting_instead_of_raising(check, text):
+    # These raised RecursionError out of json.loads, which crashed the gate.
+    assert run_checks(text, [check]) == [False]
+    assert loose_checks(text, [check]) == [False]
+
+
+HOSTILE = [*RUNAWAY, "\ud800 a lone surrogate \udfff", "\x00" * 200, "\u202e" + "*" * 500 + "\n" * 300,
+           "e\u0301" * 300 + ". " * 300, "[" * 400 + "<<" * 400 + "P.S." * 100]
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=[f"hostile-{n}" for n in range(len(HOSTILE))])
+def test_every_check_answers_true_or_false_on_hostile_text(text):
+    checks = [{"type": kind} if value is None else {"type": kind, "value": value} for kind, value, _, _ in CASES]
+    for results in (run_checks(text, checks), loose_checks(text, checks)):
+        assert len(results) == len(checks) and all(isinstance(r, bool) for r in results)
+
+
+@pytest.mark.parametrize("error", [RecursionError, ValueError, TypeError, IndexError, MemoryError])
+def test_a_check_that_raises_counts_as_failed_and_the_others_still_run(monkeypatch, error):
+    def broken(text, value):
+        raise error("hostile answer")
+
+    monkeypatch.setitem(CHECKS, "lowercase", broken)
+    checks = [{"type": "lowercase"}, {"type": "contains", "value": "hi"}, {"type": "max_words", "value": 0}]
+    assert run_checks("hi", checks) == [False, True, False]
+    assert loose_checks("hi", checks) == [False, True, False]
+
+
+# -- counting sentences: "No.", single capitals and list items ----------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("No. 5 is the answer.", ["No. 5 is the answer"]),  # "No." before a number abbreviates it
+    ("Take no. 12 and no. 4. Then stop.", ["Take no. 12 and no. 4", "Then stop"]),
+    ("No. That is wrong.", ["No", "That is wrong"]),  # an answer "No." is a sentence
+    ("Is it safe? No.", ["Is it safe", "No"]),
+    ("No.", ["No"]),
+    ("I pick option A. It is cheaper.", ["I pick option A", "It is cheaper"]),
+    ("I PICK OPTION A. IT IS CHEAPER.", ["I PICK OPTION A", "IT IS CHEAPER"]),
+    ("J. R. R. Tolkien wrote it.", ["J. R. R. Tolkien wrote it"]),  # initials stay inside
+    ("The book is by J. Smith. It is long.", ["The book is by J. Smith", "It is long"]),
+    ("John F. Kennedy spoke.", ["John F. Kennedy spoke"]),
+    # Each list item is a sentence (or several), its marker none; the line before a list is one.
+    ("1. Apples\n2. Pears", ["Apples", "Pears"]),
+    ("1) Boil water.\n2) Add 3.5 cups of rice.", ["Boil water", "Add 3.5 cups of rice"]),
+    ("Tips:\n- Sleep early\n* Avoid screens\n+ Read\n\u2022 Keep it dark",
+     ["Tips:", "Sleep early", "Avoid screens", "Read", "Keep it dark"]),
+    ("- Sleep early. Avoid screens.\n- Keep it dark", ["Sleep early", "Avoid screens", "Keep it dark"]),
+    ("**Bold** start. Then more.", ["**Bold** start", "Then more"]),  # emphasis is no bullet
+])
+def test_sentences(text, expected):
+    assert sentences(text) == expected
+
+
+def test_a_numbered_list_counts_one_sentence_per_item():
+    answer = "1. Water the basil every morning\n2. Keep it in the sun\n3. Pinch off the flowers"
+    assert run_checks(answer, [{"type": "sentences", "value": 3}, {"type": "max_sentences", "value": 3}]) == [
+        True, True]
+
+
 # -- loose accuracy: IFEval's variants of an answer -------------------------------------------------
 def test_loose_checks_forgive_a_preamble_a_sign_off_and_markdown_emphasis():
     answer = "Sure! Here is my answer:\n**hello world**\nHope this helps"
@@ -230,7 +296,7 @@ def test_rows_without_id_are_named_by_line_number(tmp_path):
 
 
 def _row(**fields) -> str:
-    return json.dumps({"id": "x", "prompt": "Say hi.", "checks": [], **fields})
+    return json.dumps({"id": "x", "prompt": "Say hi.", "checks": [{"type": "lowercase"}], **fields})
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -242,6 +308,13 @@ def _row(**fields) -> str:
     ("[1, 2]", "line 1: needs a non-empty 'prompt'"),
     (_row(checks=[{"type": "max_lines", "value": 3}]), "line 1: unknown check type 'max_lines'"),
     (_row(checks=[{"type": "bullets"}]), "line 1: check 'bullets' needs a 'value'"),
+    # A prompt without checks passed whatever the answer (all([]) is True).
+    (_row() + "\n" + _row(id="y", checks=[]), "line 2: needs at least one check in 'checks'"),
+    ('{"prompt": "Say hi."}', "line 1: needs at least one check in 'checks'"),
+    # Scores are kept per id: a second prompt with one merged into the first.
+    (_row() + "\n\n" + _row(prompt="Say bye."), "line 3: id 'x' is already used on line 1"),
+    (_row(id="2") + "\n" + json.dumps({"prompt": "Say bye.", "checks": [{"type": "lowercase"}]}),
+     "line 2: id '2' is already used on line 1"),  # a row without id is named by its line number
 ])
 def test_bad_eval_file_is_one_user_error(tmp_path, content, expected):
     path = tmp_path / "eval.jsonl"
