@@ -9,11 +9,10 @@ result type (:class:`BenchResult`, scores kept prompt by prompt) and paired boot
 from .base import BenchOptions, BenchResult, Benchmark
 from .humaneval import HumanEvalBenchmark
 from .instructions import InstructionsBenchmark
-from .stats import Interval, mean_interval, paired_difference, worse_beyond_doubt
+from .stats import Interval, SignTest, mean_interval, paired_difference, sign_test, worse_beyond_doubt
 
 #: The benchmarks ``--bench`` names.
 BENCHMARKS: dict[str, type[Benchmark]] = {b.name: b for b in (InstructionsBenchmark, HumanEvalBenchmark)}
 
 __all__ = ["BENCHMARKS", "BenchOptions", "BenchResult", "Benchmark", "HumanEvalBenchmark", "InstructionsBenchmark",
-           "Interval", "mean_interval",
-           "paired_difference", "worse_beyond_doubt"]
+           "Interval", "SignTest", "mean_interval", "paired_difference", "sign_test", "worse_beyond_doubt"]

@@ -5,7 +5,9 @@ interval of the mean per-prompt difference (a paired bootstrap) is far narrower 
 separate intervals would suggest, and it is what the gate decides on. scipy's ``bootstrap``
 does the resampling. Percentile intervals: on pass/fail scores with few differing prompts, BCa's
 corrections pushed the bound past zero where a sign test finds nothing (3 losses of 40: p = 0.25),
-and a gate must not reject a model on that.
+and a gate must not reject a model on that. The gate also asks an exact test of the same
+question: on the prompts where the two models differ, is "new is worse" more common than a
+fair coin allows (a sign test; McNemar's exact test when scores are pass/fail)?
 """
 
 from __future__ import annotations
@@ -78,3 +80,29 @@ def worse_beyond_doubt(difference: Interval, margin: float) -> bool:
     """True when the new model is worse by more than ``margin`` at the interval's confidence: the
     whole interval of ``new - best`` lies below ``-margin``."""
     return difference.high < -margin
+
+
+@dataclass(frozen=True)
+class SignTest:
+    """Prompts where ``new`` did better (wins), worse (losses) or the same (ties) as ``old``, and
+    the exact one-sided p-value of that many losses among the differing prompts, had neither
+    model been better."""
+
+    wins: int
+    losses: int
+    ties: int
+    p_worse: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"wins": self.wins, "losses": self.losses, "ties": self.ties, "p_worse": round(self.p_worse, 6)}
+
+
+def sign_test(new: Mapping[str, float], old: Mapping[str, float]) -> SignTest:
+    """Exact sign test of ``new`` being worse than ``old`` on the prompts both answered."""
+    from scipy.stats import binomtest
+
+    shared = set(new) & set(old)
+    wins = sum(1 for k in shared if new[k] > old[k])
+    losses = sum(1 for k in shared if new[k] < old[k])
+    p = binomtest(losses, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else 1.0
+    return SignTest(wins, losses, len(shared) - wins - losses, float(p))

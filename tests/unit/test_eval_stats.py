@@ -12,7 +12,9 @@ import random
 
 import pytest
 
-from isheep.runtime.evals import mean_interval, paired_difference, worse_beyond_doubt
+from isheep.runtime.core.config import EvaluationConfig
+from isheep.runtime.evals import mean_interval, paired_difference, sign_test, worse_beyond_doubt
+from isheep.runtime.pipeline.evaluation import Gate
 
 
 def test_an_interval_holds_its_mean_and_narrows_with_more_prompts():
@@ -65,3 +67,42 @@ def test_the_margin_forgives_a_small_loss():
     old = {str(i): 1.0 for i in range(400)}
     diff = paired_difference(new, old)
     assert worse_beyond_doubt(diff, margin=0.0) and not worse_beyond_doubt(diff, margin=0.1)
+
+
+def _result(scores: dict[str, float]) -> dict:
+    return {"scores": scores, "interval": mean_interval(list(scores.values())).as_dict()}
+
+
+def _losing(losses: int, n: int = 330) -> dict[str, float]:
+    """A model that fails ``losses`` prompts the best one passes, and is the same on the rest."""
+    return {str(i): 0.0 if i < losses else 1.0 if i < 10 else float(i % 3 == 0) for i in range(n)}
+
+
+def test_the_sign_test_counts_the_prompts_where_two_models_differ():
+    signs = sign_test({"a": 1.0, "b": 0.0, "c": 0.5, "d": 1.0}, {"a": 0.0, "b": 1.0, "c": 1.0, "d": 1.0})
+    assert (signs.wins, signs.losses, signs.ties) == (1, 2, 1)
+    assert signs.p_worse == pytest.approx(0.5)  # P(X >= 2), X ~ Binomial(3, 1/2)
+    assert sign_test({"a": 1.0}, {"a": 1.0}).p_worse == 1.0
+    assert sign_test(_losing(4), _losing(0)).p_worse == pytest.approx(0.0625)
+
+
+def test_the_gate_keeps_a_model_only_four_prompts_worse_which_the_bootstrap_alone_rejected():
+    gate = Gate(EvaluationConfig(), pool=None)  # type: ignore[arg-type]
+    best = _result(_losing(0))
+    four, eight = _result(_losing(4)), _result(_losing(8))
+    assert worse_beyond_doubt(paired_difference(four["scores"], best["scores"]), 0.0)  # the old gate's verdict
+    kept = gate.decide(four, {"v0": best})
+    assert not kept.rejected and (kept.signs.losses, kept.signs.wins) == (4, 0)
+    rejected = gate.decide(eight, {"v0": best})
+    assert rejected.rejected and rejected.signs.p_worse < 0.05 and rejected.alpha == pytest.approx(0.05)
+    assert rejected.as_dict()["sign_test"]["losses"] == 8 and "0 better / 8 worse" in str(rejected)
+
+
+def test_the_best_of_several_models_is_tested_with_a_smaller_error():
+    gate = Gate(EvaluationConfig(), pool=None)  # type: ignore[arg-type]
+    best, five = _result(_losing(0)), _result(_losing(5))  # five losses, no win: p = 1/32
+    assert gate.decide(five, {"v0": best}).rejected
+    three = {"v0": _result(_losing(2)), "v1": best, "v2": _result(_losing(1))}
+    decision = gate.decide(five, three)
+    assert decision.best == "v1" and decision.compared == 3 and decision.alpha == pytest.approx(0.05 / 3)
+    assert not decision.rejected
