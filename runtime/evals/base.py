@@ -65,6 +65,11 @@ class Benchmark(abc.ABC):
         """The benchmark as ``options`` ask for it."""
         return cls(workers=options.workers, max_tokens=options.max_tokens)  # type: ignore[call-arg]
 
+    def fingerprint(self) -> str:
+        """What identifies the prompts asked (a file's hash): a stored result measured on other
+        prompts is not compared with a new one. Empty: the prompts never change."""
+        return ""
+
     @abc.abstractmethod
     async def run(self, client: Client, model: str, *, limit: int = 0) -> BenchResult:
         """Evaluate the model served as ``model`` through ``client`` (at most ``limit`` prompts, 0: all)."""

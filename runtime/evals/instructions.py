@@ -11,9 +11,11 @@ is taken away). The headline score, prompt by prompt, is the strict per-prompt o
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 from typing import Any
 
+from isheep.prompts import default_path
 from isheep.runtime.core.endpoint import Client, EndpointError
 from isheep.runtime.data.checks import EvalPrompt, load_eval_prompts, loose_checks, run_checks
 
@@ -55,6 +57,13 @@ class InstructionsBenchmark(Benchmark):
         self.prompts = prompts
         self.max_tokens = max_tokens
         self.workers = workers
+
+    def fingerprint(self) -> str:
+        source = Path(self.prompts) if self.prompts is not None else default_path(SHIPPED)
+        try:
+            return hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+        except OSError:
+            return ""  # unreadable: loading the prompts says so in one line
 
     async def run(self, client: Client, model: str, *, limit: int = 0) -> BenchResult:
         items = load_eval_prompts(self.prompts, limit, default=SHIPPED)
