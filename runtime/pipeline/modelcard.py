@@ -78,3 +78,12 @@ def write_card(folder: Path | None, row: Mapping[str, Any], meta: Mapping[str, A
     path = Path(folder) / CARD
     path.write_text(render(row, meta), encoding="utf-8")
     return path
+
+
+def refresh_card(store: Any, version: str) -> Path | None:
+    """Rewrite a version's card from its lineage row as it is now (results come in after training).
+    The base model's folder is the user's, never written."""
+    row = store.model(version)
+    if row is None or version == "v0" or not row["path"]:
+        return None
+    return write_card(Path(row["path"]), row, store.meta())

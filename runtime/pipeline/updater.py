@@ -24,7 +24,7 @@ from isheep.runtime.serving.swap import SwapStrategy
 from isheep.runtime.store import RunStore, checkpoint_from_row, model_row_op, op_for
 
 from .evaluation import Gate
-from .modelcard import write_card
+from .modelcard import refresh_card
 from .retention import prunable
 from .stats import RunStats
 
@@ -213,7 +213,8 @@ class ModelUpdater:
             raise UserError(f"{served.version} did worse than {decision.best} on the evaluation and "
                             f"{current.version} could not be served again: {exc}") from None
         why = (f"worse than {decision.best} beyond doubt: {decision.difference.mean:+.3f} "
-               f"[{decision.difference.low:+.3f}, {decision.difference.high:+.3f}], margin {decision.margin}; "
+               f"[{decision.difference.low:+.3f}, {decision.difference.high:+.3f}], {decision.signs.losses} prompts "
+               f"worse and {decision.signs.wins} better (p {decision.signs.p_worse:.3g}), margin {decision.margin}; "
                f"{current.version} serves again")
         await self.store.write(op_for(ModelEvent(id=served.version, round=k, model_version=served.version,
                                                  kind="rejected", parent=current.version, detail=why)))
@@ -249,13 +250,8 @@ class ModelUpdater:
 
     async def _amend(self, version: str, extra: dict[str, Any]) -> None:
         """Merge ``extra`` into the detail of a version already in the lineage, state unchanged."""
-        row = self.store.model(version)
-        if row is not None:
-            detail = {**json.loads(row["detail"] or "{}"), **extra}
-            await self.store.write([model_row_op(row["version"], parent=row["parent"], round=row["round"],
-                                                 served_name=row["served_name"], path=row["path"],
-                                                 state=row["state"], detail=detail)])
-            self._card(version)
+        if await self.store.amend_model(version, extra):
+            refresh_card(self.store, version)
 
     async def _record(self, checkpoint: Checkpoint, served_name: str, extra: dict[str, Any]) -> None:
         """Upsert the version's lineage row, merging ``extra`` into what is known of it."""
@@ -264,10 +260,4 @@ class ModelUpdater:
         await self.store.write([model_row_op(checkpoint.version, parent=checkpoint.parent, round=checkpoint.round,
                                              served_name=served_name, path=str(checkpoint.path), state="trained",
                                              detail=detail)])
-        self._card(checkpoint.version)
-
-    def _card(self, version: str) -> None:
-        """The model card beside the version's weights, rewritten as results come in."""
-        row = self.store.model(version)
-        if row is not None and row["path"] and version != "v0":  # the base folder is the user's, not ours
-            write_card(Path(row["path"]), row, self.store.meta())
+        refresh_card(self.store, checkpoint.version)

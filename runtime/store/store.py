@@ -220,6 +220,21 @@ class RunStore(RunQueries):
             raise
         return conflicts
 
+    async def amend_model(self, version: str, extra: dict[str, Any]) -> bool:
+        """Merge ``extra`` into the detail of a version already in the lineage, the rest of its row
+        unchanged (results added later: the gate's, ``isheep eval``'s, a pruning note); False when
+        the lineage has no such version."""
+        from .records import model_row_op  # records builds on this module's Op
+
+        row = self.model(version)
+        if row is None:
+            return False
+        detail = {**json.loads(row["detail"] or "{}"), **extra}
+        await self.write([model_row_op(row["version"], parent=row["parent"], round=row["round"],
+                                       served_name=row["served_name"], path=row["path"], state=row["state"],
+                                       detail=detail)])
+        return True
+
     def write_sync(self, ops: Iterable[Op]) -> None:
         """Commit now, from synchronous code (set-up, tests); never while the writer runs."""
         self._commit(list(ops))
