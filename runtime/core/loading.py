@@ -5,6 +5,7 @@ a TOML file (or a resumed run's stored config), the environment (``OPENAI_BASE_U
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from pathlib import Path
@@ -74,6 +75,26 @@ def parse_set_option(item: str) -> tuple[str, Any]:
     return key, value
 
 
+#: Keys earlier versions had, and why they went: a run folder of an older version stores them.
+RETIRED = {
+    "evaluation.critic_weight": "the gate no longer asks the model it judges; it runs a checked benchmark",
+}
+
+
+def _retire(data: dict[str, Any], source: str, stored: bool) -> None:
+    """Drop retired keys from a stored config (a run made by an older version still resumes and is
+    still evaluated); in a user's file or flags, name them as an error that says why they went."""
+    for dotted, why in RETIRED.items():
+        *parents, leaf = dotted.split(".")
+        node: Any = data
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            if not stored:
+                raise ConfigError(f"{source}: {dotted}: this key was retired ({why}); remove it")
+            del node[leaf]
+
+
 def _recipe_under(defaults: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     """The recipe's defaults, less its per-round values for keys the user set for every round.
 
@@ -109,7 +130,7 @@ def load_config(
             the recipe does not exist.
     """
     environ = os.environ if environ is None else environ
-    data: dict[str, Any] = dict(base or {})
+    data: dict[str, Any] = copy.deepcopy(dict(base or {}))
     source = "config"
     if path is not None:
         data = read_toml(Path(path))
@@ -119,8 +140,10 @@ def load_config(
         data["endpoints"] = [{**ep, "base_url": env_url} for ep in data.get("endpoints", [])[:1]] or [
             {"base_url": env_url}
         ]
+    _retire(data, source, stored=path is None and base is not None)
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
+    _retire(data, "--set", stored=False)
     name = data.get("recipe", DEFAULT_RECIPE)
     if not isinstance(name, str):
         raise ConfigError(f"{source}: recipe: expected a recipe name, got {name!r}")

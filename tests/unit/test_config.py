@@ -101,3 +101,17 @@ def test_a_resumed_config_round_trips_through_the_stored_form():
     first = load_config(overrides={"recipe": "dromedary", "rounds": 3}, environ={})
     again = load_config(base=first.public_dict(), environ={})
     assert again == first and again.for_round(1) == first.for_round(1)
+
+
+def test_a_run_stored_by_an_older_version_loads_without_its_retired_keys(tmp_path):
+    stored = load_config(environ={}).public_dict()
+    stored["evaluation"]["critic_weight"] = 0.5  # what runs made before the checked gate hold
+    config = load_config(base=stored, environ={})
+    assert "critic_weight" not in config.public_dict()["evaluation"]
+    assert stored["evaluation"]["critic_weight"] == 0.5  # the caller's copy is left alone
+    path = tmp_path / "old.toml"
+    path.write_text("[evaluation]\ncritic_weight = 0.5\n")
+    with pytest.raises(ConfigError, match=r"old.toml: evaluation.critic_weight: this key was retired"):
+        load_config(path, environ={})
+    with pytest.raises(ConfigError, match=r"--set: evaluation.critic_weight: this key was retired"):
+        load_config(overrides={"evaluation.critic_weight": 0.5}, environ={})
