@@ -9,9 +9,13 @@ from __future__ import annotations
 import abc
 import argparse
 import asyncio
+import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Awaitable, Callable, ClassVar, TypeVar
+
+from isheep.runtime.core.errors import UserError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -59,6 +63,32 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
     return value
+
+
+def writable_file(path: Path, flag: str) -> Path:
+    """Check, before any work starts, that an output file can be written: its folder exists and
+    takes new files, and the file, if there, is a file we may overwrite.
+
+    Raises:
+        UserError: one line naming ``flag`` and the problem.
+    """
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UserError(f"{flag}: {folder} is not a folder" if folder.exists() else
+                        f"{flag}: folder {folder} does not exist")
+    if path.is_dir():
+        raise UserError(f"{flag}: {path} is a folder, not a file")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"{flag}: {path} cannot be written (permission denied)")
+    return path
+
+
+def write_output(path: Path, text: str, flag: str) -> None:
+    """Write a command's output file; a failure (disk full, a folder gone since) is one line."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{flag}: cannot write {path}: {exc.strerror or exc}") from None
 
 
 def say(message: str) -> None:

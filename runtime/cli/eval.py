@@ -20,7 +20,7 @@ from isheep.runtime.evals.sandbox import isolation
 from isheep.runtime.serving.endpoints import EndpointPool
 from isheep.runtime.store import RunStore
 
-from .base import Command, positive, run_interruptible, say
+from .base import Command, positive, run_interruptible, say, writable_file, write_output
 from .run import stored_config
 
 
@@ -92,8 +92,8 @@ class EvalCommand(Command):
     def run(self, args: argparse.Namespace) -> int:
         if (args.run is None) == (args.endpoint is None):
             raise UserError("give a run folder, or --endpoint URL --model NAME (not both)")
-        if args.json is not None and not args.json.parent.is_dir():
-            raise UserError(f"--json: folder {args.json.parent} does not exist")
+        if args.json is not None:
+            writable_file(args.json, "--json")
         benches = self._benches(args)  # refused before anything starts
         if args.run is not None:
             return self._run_folder(args, benches)
@@ -136,7 +136,7 @@ class EvalCommand(Command):
         chosen = {v: {b: r for b, r in results.get(v, {}).items() if b in wanted} for v in measured}
         print("\n".join(version_table(compare(chosen, measured))))
         if args.json is not None:
-            args.json.write_text(json.dumps(chosen, indent=1), encoding="utf-8")
+            write_output(args.json, json.dumps(chosen, indent=1), "--json")
             say(f"results written to {args.json}")
         return 0
 
@@ -162,6 +162,6 @@ class EvalCommand(Command):
         results = run_interruptible(main, lambda: False)
         print("\n".join(table(results)))
         if args.json is not None:
-            args.json.write_text(json.dumps([r.summary(keep=10**6) for r in results], indent=1), encoding="utf-8")
+            write_output(args.json, json.dumps([r.summary(keep=10**6) for r in results], indent=1), "--json")
             say(f"results written to {args.json}")
         return 0

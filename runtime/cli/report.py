@@ -11,7 +11,7 @@ from isheep.runtime.core.errors import UserError
 from isheep.runtime.pipeline.report import write_report
 from isheep.runtime.store import RunStore
 
-from .base import Command
+from .base import Command, writable_file
 
 
 class ReportCommand(Command):
@@ -31,9 +31,11 @@ class ReportCommand(Command):
         try:
             if out.suffix.lower() not in (".html", ".htm"):
                 raise UserError(f"--out {out}: the report is an HTML file (name it .html)")
-            if not out.parent.is_dir():
-                raise UserError(f"--out: folder {out.parent} does not exist")
-            page, plots = write_report(store, out)
+            writable_file(out, "--out")
+            try:
+                page, plots = write_report(store, out)
+            except OSError as exc:  # the plots' folder beside it, a disk that filled up
+                raise UserError(f"--out: cannot write the report {out}: {exc.strerror or exc}") from None
         finally:
             store.close_sync()
         print(f"report: {page}")

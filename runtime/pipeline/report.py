@@ -120,20 +120,30 @@ def benchmark_table(store: RunStore) -> dict[str, list[tuple[str, dict[str, floa
     return dict(out)
 
 
+def benchmark_points(store: RunStore) -> tuple[list[str], dict[str, list[tuple[int, dict[str, float]]]]]:
+    """The versions measured, in lineage order, and bench -> [(x, interval)] on that shared axis:
+    a version measured on one benchmark only must not shift the others' points."""
+    table = benchmark_table(store)
+    measured = {version for points in table.values() for version, _ in points}
+    versions = [row["version"] for row, _ in _details(store) if row["version"] in measured]
+    where = {v: x for x, v in enumerate(versions)}
+    return versions, {name: [(where[v], ci) for v, ci in points] for name, points in table.items()}
+
+
 def plot_benchmarks(store: RunStore) -> bytes | None:
     """Each benchmark's score per version, with its 95% interval as an error bar."""
-    table = benchmark_table(store)
+    versions, table = benchmark_points(store)
     if not table:
         return None
     fig, ax = _figure()
     for i, (name, points) in enumerate(sorted(table.items())):
-        xs = [j + i * 0.08 for j in range(len(points))]
+        xs = [x + i * 0.08 for x, _ in points]  # side by side, not on top of each other
         means = [p["mean"] for _, p in points]
         errors = [[p["mean"] - p["low"] for _, p in points], [p["high"] - p["mean"] for _, p in points]]
         ax.errorbar(xs, means, yerr=errors, marker="o", capsize=4, label=name)
-        for x, (version, _) in zip(xs, points) if i == 0 else ():  # versions named once, under the first
-            ax.annotate(version, (x, 0), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
-    ax.set(ylim=(0, 1.05), ylabel="score", title="Benchmarks per model version (95% intervals)", xticks=[])
+    ax.set(ylim=(0, 1.05), ylabel="score", xlabel="model version",
+           title="Benchmarks per model version (95% intervals)")
+    ax.set_xticks(range(len(versions)), versions)
     ax.legend(fontsize=7)
     return _png(fig)
 

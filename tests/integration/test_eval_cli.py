@@ -44,6 +44,8 @@ def test_eval_prints_each_benchmark_with_its_interval_and_writes_every_prompts_s
     (["--model", "other"], "model 'other' is not served by"),
     (["--limit", "0"], "expected a number of at least 1"),
     (["--json", "/no/such/folder/r.json"], "--json: folder /no/such/folder does not exist"),
+    (["--json", "/"], "--json: / is a folder, not a file"),
+    (["--json", "/etc/passwd/r.json"], "--json: /etc/passwd is not a folder"),
     (["--bench", "instructions,humaneval"], "humaneval runs model-written code: pass --allow-code-execution"),
 ])
 def test_bad_eval_input_is_one_line_and_status_2(server_factory, args, needle):
@@ -114,3 +116,24 @@ def test_humaneval_runs_each_answer_in_the_sandbox_only_when_allowed(server_fact
     [result] = json.loads(out.read_text())
     assert list(result["scores"]) == [f"HumanEval/{i}" for i in range(5)] and set(result["scores"].values()) == {0.0}
     assert result["metrics"] == {"pass@1": 0.0} and all(d["outcome"] == "failed" for d in result["detail"])
+
+
+def test_a_version_whose_weights_are_gone_is_skipped_with_a_note_before_anything_is_asked(server_factory, tmp_path):
+    server = server_factory(model="test-model-v2")
+    folder = tmp_path / "run"
+    config = load_config(overrides={"endpoints": [{"base_url": server.url}], "model": "test-model",
+                                    "out": str(folder)}, environ={})
+    store = RunStore.create(folder, {"run_name": "ext", "config": config.public_dict(), "model": "test-model"})
+    store.write_sync([
+        model_row_op("v0", parent=None, round=0, served_name="test-model", path=None, state="retired", detail={}),
+        model_row_op("v1", parent="v0", round=1, served_name="test-model-v1", path=str(tmp_path / "pruned"),
+                     state="retired", detail={"pruned": "merged weights deleted"}),
+        model_row_op("v2", parent="v1", round=2, served_name="test-model-v2", path="/ckpt/v2", state="serving",
+                     detail={})])
+    store.close_sync()
+    done = run_cli("eval", str(folder), "--versions", "v1,v2", "--limit", "6")
+    assert done.returncode == 0, done.stderr
+    assert f"skipping v1: its weights are gone ({tmp_path / 'pruned'}" in done.stderr
+    rows = done.stdout.strip().splitlines()[1:]
+    assert [r.split()[1] for r in rows] == ["v2"]  # v1 skipped; the base is not served by this endpoint
+    assert server.stats()["routes"]["POST /v1/chat/completions"] == 6

@@ -71,10 +71,13 @@ def test_a_run_with_nothing_measured_still_gets_a_report_that_says_so(tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["--out", "report.txt"], "the report is an HTML file"),
     (["--out", "/no/such/folder/r.html"], "--out: folder /no/such/folder does not exist"),
+    (["--out", "{tmp}/taken.html"], "taken.html is a folder, not a file"),
+    (["--out", "{tmp}/run/isheep.db/r.html"], "isheep.db is not a folder"),
 ])
 def test_bad_report_input_is_one_line_and_status_2(tmp_path, args, needle):
     folder = make_finished_run(tmp_path / "run")
-    done = run_cli("report", str(folder), *args)
+    (tmp_path / "taken.html").mkdir()
+    done = run_cli("report", str(folder), *[a.format(tmp=tmp_path) for a in args])
     assert done.returncode == 2 and needle in done.stderr and len(done.stderr.strip().splitlines()) == 1
     missing = run_cli("report", str(tmp_path / "absent"))
     assert missing.returncode == 2 and "run folder not found" in missing.stderr
@@ -97,3 +100,21 @@ def test_the_report_renders_in_a_headless_browser_with_its_plots(tmp_path):
     # matplotlib's first two colours (its blue and orange) fill the bars and lines of the plots.
     blue, orange = near((31, 119, 180)), near((255, 127, 14))
     assert blue > 5000 and orange > 2000, (blue, orange)
+
+
+def test_benchmarks_share_one_axis_of_versions_when_some_were_measured_on_one_benchmark_only(tmp_path):
+    from isheep.runtime.pipeline.report import benchmark_points
+
+    folder = _measured_run(tmp_path / "run")
+    store = RunStore.open(folder)
+    first = store.models()[0]
+    detail = json.loads(first["detail"])
+    del detail["benchmarks"]["humaneval"]  # the base measured on instructions only
+    store.write_sync([model_row_op(first["version"], parent=first["parent"], round=first["round"],
+                                   served_name=first["served_name"], path=first["path"], state=first["state"],
+                                   detail=detail)])
+    versions, points = benchmark_points(store)
+    store.close_sync()
+    assert versions[0] == first["version"] and len(versions) >= 2
+    assert [x for x, _ in points["instructions"]] == list(range(len(versions)))
+    assert [x for x, _ in points["humaneval"]] == list(range(1, len(versions)))  # not shifted onto the base
