@@ -8,6 +8,7 @@ model that fails far more prompts is.
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -106,3 +107,15 @@ def test_the_best_of_several_models_is_tested_with_a_smaller_error():
     decision = gate.decide(five, three)
     assert decision.best == "v1" and decision.compared == 3 and decision.alpha == pytest.approx(0.05 / 3)
     assert not decision.rejected
+
+
+def test_a_stored_gate_result_counts_only_for_the_same_prompts_file(tmp_path):
+    prompts = tmp_path / "mine.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "Say hi.", "checks": [{"type": "max_words", "value": 5}]}\n')
+    gate = Gate(EvaluationConfig(prompts=prompts), pool=None)  # type: ignore[arg-type]
+    stored = {"scores": {"a": 1.0}, "limit": 0, "fingerprint": gate.bench.fingerprint()}
+    row = {"detail": json.dumps({"evaluation": stored})}
+    assert gate.known(row) == stored
+    prompts.write_text('{"id": "a", "prompt": "Say hello.", "checks": [{"type": "max_words", "value": 5}]}\n')
+    assert gate.known(row) is None  # edited since: measured again, never compared across files
+    assert Gate(EvaluationConfig(), pool=None).known(row) is None  # type: ignore[arg-type]
