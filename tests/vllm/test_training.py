@@ -18,9 +18,10 @@ from support.procs import ROOT, clean_environ, isheep_cmd, run_cli
 
 import isheep
 from isheep.agents import Trainer
-from isheep.runtime.core.config import ServerConfig, TrainerConfig
+from isheep.runtime.core.config import EvaluationConfig, ServerConfig, TrainerConfig
 from isheep.runtime.core.loading import load_config
 from isheep.runtime.core.types import Checkpoint, ServedModel, TrainRequest
+from isheep.runtime.pipeline.evaluation import Gate
 from isheep.runtime.serving import ServerMetrics
 from isheep.runtime.serving.endpoints import HttpEndpoint
 from isheep.runtime.serving.server import ManagedServer
@@ -104,17 +105,24 @@ def test_two_rounds_killed_during_training_then_resumed(embedded_model, tmp_path
     assert versions == {1: "v0", 2: "v1"}
 
     # Each version served in turn by the run's own managed server and reload swap, and benchmarked.
-    evaluated = run_cli("eval", str(out), "--bench", "instructions", "--limit", "6", "--max-tokens", "64",
+    # The judge benchmark: every version answers first, then the base, served again, judges.
+    evaluated = run_cli("eval", str(out), "--bench", "instructions,judge", "--limit", "6", "--max-tokens", "64",
                         "--workers", "6", timeout=900)
     assert evaluated.returncode == 0, evaluated.stderr
     rows = [line.split() for line in evaluated.stdout.strip().splitlines()[1:]]
-    assert [r[:2] for r in rows] == [["instructions", "v0"], ["instructions", "v1"], ["instructions", "v2"]]
+    assert [r[:2] for r in rows] == [[b, v] for b in ("instructions", "judge") for v in ("v0", "v1", "v2")]
     assert rows[0][-2:] == ["-", "-"] and rows[1][-1] == "-" and rows[2][-1] != "-"  # vs base, vs previous
+    assert rows[3][2] == "0.500"  # the base against itself
     assert "serving v1 from" in evaluated.stderr and "serving v2 from" in evaluated.stderr
-    assert evaluated.stderr.count("starting vLLM (") == 1  # benchmarks need no base-judge server
+    assert "serving v0 again: the base model judges" in evaluated.stderr
+    assert evaluated.stderr.count("starting vLLM (") == 1  # one server: served in turn, the judge too
     for version in ("v0", "v1", "v2"):
         kept = json.loads(_db_state(db, "SELECT detail FROM models WHERE version=?", (version,))[0][0])
         assert len(kept["benchmarks"]["instructions"]["scores"]) == 6
+        judged = kept["benchmarks"]["judge"]
+        assert len(judged["scores"]) == 6 and judged["judge"] == "v0" and len(kept["answers"]["judge"]["texts"]) == 6
+        if version != "v0":
+            assert all(len(d["verdicts"]) == 2 for d in judged["detail"])  # both orders asked
     card = Path(_db_state(db, "SELECT path FROM models WHERE version='v2'")[0][0]) / "README.md"
     assert "version: v2 (round 2), parent: v0" in card.read_text() and "- instructions: " in card.read_text()
 
@@ -303,3 +311,54 @@ def test_two_processes_train_once_merge_once_and_the_result_is_served(two_proces
 
     answer = reload_and_back(swap_server, two_processes, embedded_model)
     assert answer["choices"][0]["message"]["content"].strip()  # the merged model answers
+
+
+def bad_examples(n: int) -> list[dict]:
+    """Seed instructions, each answered the same useless way: shouting, commas, no content."""
+    return [{**ex, "response": "NO, NO, NO, NO, NO, NO, NO, NO."} for ex in seed_examples(n)]
+
+
+@pytest.mark.timeout(1200)
+def test_the_gate_rejects_a_model_trained_on_bad_answers_and_keeps_an_equal_one(swap_server, embedded_model,
+                                                                                  tmp_path):
+    """The gate on real models: a checkpoint really trained on bad answers is worse beyond doubt on
+    the instructions benchmark; a model with the base's own weights is not."""
+    server, loop = swap_server
+    api = ServerApi(server.url, server.api_key)
+    swap = ReloadSwap(api)
+    base = ServedModel(version="v0", name="smol", path=embedded_model)
+    backend = TrlBackend(TrainerConfig(backend="trl", method="full", learning_rate=1e-4, epochs=3, max_length=128))
+    bad = loop.run_until_complete(backend.train(TrainRequest(
+        round=1, version="v1", parent="v0", init_path=embedded_model, examples=bad_examples(24),
+        out_dir=tmp_path / "bad")))
+    same = tmp_path / "same"
+    shutil.copytree(embedded_model, same)
+    equal = Checkpoint(version="v2", parent="v0", round=2, path=same)
+    endpoint = HttpEndpoint(server.url, server.api_key, timeout_s=300, connect_timeout_s=5, max_in_flight=16)
+    # The shipped benchmark's prompts whose checks ask for content (length, words, language): the
+    # 135M base passes enough of them for a comparison with power; the bad model none.
+    content = {"min_words", "contains", "keyword_count", "not_contains", "language", "min_sentences"}
+    rows = [json.loads(line) for line in (ROOT / "prompts" / "benchmarks" / "instructions.jsonl").read_text().splitlines()]
+    prompts = tmp_path / "content.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows if all(c["type"] in content for c in r["checks"])))
+    gate = Gate(EvaluationConfig(enabled=True, prompts=prompts, max_tokens=256, workers=16), endpoint)
+
+    async def scenario():
+        try:
+            before = await gate.measure(base)
+            served = await swap.swap(bad, base)
+            worse = await gate.measure(served)
+            current = await swap.swap(equal, served)
+            same_again = await gate.measure(current)
+            await swap.swap(Checkpoint(version="v0", parent="v0", round=0, path=embedded_model), current)
+            return before, worse, same_again
+        finally:
+            await endpoint.aclose()
+
+    before, worse, same_again = loop.run_until_complete(scenario())
+    rejected = gate.decide(worse, {"v0": before})
+    assert rejected.rejected, str(rejected)
+    assert rejected.signs.losses > rejected.signs.wins and rejected.difference.high < 0
+    kept = gate.decide(same_again, {"v0": before})
+    assert not kept.rejected, str(kept)
+    assert abs(kept.difference.mean) <= 0.05  # the same weights: at most a few answers differ (batching)
