@@ -254,6 +254,24 @@ class TrainerConfig(_Section):
     sft_overrides: dict[str, Any] = Field(default_factory=dict, description="Any other trl.SFTConfig fields.")
     on_failure: Literal["continue", "stop"] = Field(
         "stop", description="A failed training: stop the run, or go on with the current model.")
+    report_to: list[Literal["tensorboard", "wandb", "trackio", "mlflow"]] = Field(default_factory=list, description=(
+        "Experiment trackers (TRL's report_to) of each round's training and of the run's per-round metrics; local "
+        "or offline unless the tracker's own environment says otherwise."))
+    tracking_dir: Path | None = Field(None, description="Where the trackers write; default: <run folder>/tracking.")
+    tracking_project: str | None = Field(None, description=(
+        "wandb/trackio project, MLflow experiment; default: WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME, else 'isheep'."))
+
+    @field_validator("report_to")
+    @classmethod
+    def _check_trackers(cls, names: list[str]) -> list[str]:
+        import importlib.util  # the modules TRL's callbacks import, checked now rather than after a round's work
+
+        needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "trackio": ("trackio",),
+                 "mlflow": ("mlflow",)}
+        missing = [n for n in dict.fromkeys(names) if not any(importlib.util.find_spec(m) for m in needs[n])]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} not installed: pip install 'isheep[trackers]' (or the package)")
+        return list(dict.fromkeys(names))
 
 
 class SwapConfig(_Section):

@@ -27,11 +27,13 @@ from isheep.runtime.evals.instructions import SHIPPED as INSTRUCTIONS
 from isheep.runtime.serving import ServerMetrics, Serving, SwapError, open_serving
 from isheep.runtime.store import DB_NAME, RunStore, checkpoint_from_row, model_row_op
 from isheep.runtime.training import TrlBackend
+from isheep.runtime.training.backend import Tracking
 
 from .evaluation import Gate
 from .runlog import RunLog
 from .stats import RoundSummary, RunStats
 from .supervisor import Supervisor
+from .tracking import Trackers, build_trackers
 from .updater import ModelUpdater
 from .wiring import Inputs, build_roles, load_inputs
 
@@ -190,13 +192,22 @@ class Run:
         models = Models(policy=await _restore_policy(store, serving, base, self.progress), base=base)
         stats = RunStats(run_name=config.name or self.folder.name, folder=str(self.folder),
                          endpoints=serving.pool.urls, rounds_total=config.rounds, model_version=models.policy.version)
-        backend = TrlBackend(config.trainer, training_progress(store, stats)) \
+        tracking = Tracking.for_run(config.trainer, self.folder, stats.run_name)
+        backend = TrlBackend(config.trainer, training_progress(store, stats), tracking) \
             if config.training_backend() == "trl" else None
         roles = build_roles(config, serving, models, inputs, backend, self.replace_roles)
         gate = Gate(config.evaluation, serving.pool) if config.evaluation.enabled else None
         updater = ModelUpdater(config, store, models, stats, roles.trainer, serving.swapper, gate)
         return Supervisor(config, store, serving.pool, models, roles, stats, updater,
-                          ServerMetrics(serving.pool.urls, serving.keys))
+                          ServerMetrics(serving.pool.urls, serving.keys), self._trackers(tracking, store))
+
+    def _trackers(self, tracking: Tracking, store: RunStore) -> Trackers | None:
+        """The run's experiment trackers, opened (closed before the store: their warnings land in it)."""
+        if not tracking.report_to:
+            return None
+        trackers = build_trackers(tracking, lambda message: store.event("tracking", message, level="warning"))
+        self._stack.callback(trackers.close)
+        return trackers.open(self.config.public_dict())
 
     # -- running -----------------------------------------------------------------------------
     async def execute(self) -> RunResult:

@@ -4,7 +4,8 @@ Each round is bracketed by the roles' ``on_round_start`` / ``on_round_end`` hook
 through its phases: generation (:class:`~.stages.RoundPipeline`), then training and the swap
 (:class:`~.updater.ModelUpdater`). Every phase is a state of the round in the store, so a
 resumed run starts a round at the phase it was in. The supervisor owns each round's account,
-polls the engine's metrics, and writes the live counters to the store for the monitor.
+polls the engine's metrics, and writes the live counters to the store for the monitor. At each
+round's end its numbers go to the run's experiment trackers, when ``trainer.report_to`` names any.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from isheep.runtime.store import RunStore, op_for
 from .account import RoundAccount
 from .stages import RoundPipeline
 from .stats import RoundSummary, RunStats
+from .tracking import Trackers, round_metrics
 from .updater import ModelUpdater
 
 log = logging.getLogger("isheep")
@@ -42,10 +44,12 @@ class Supervisor:
         stats: The live counters the displays read.
         updater: Trains and swaps between rounds.
         server_metrics: Polls the engine's own counters, where the endpoints expose them.
+        trackers: The experiment trackers each finished round's numbers go to (opened).
     """
 
     def __init__(self, config: RunConfig, store: RunStore, pool: EndpointPool, models: Models, roles: Roles,
-                 stats: RunStats, updater: ModelUpdater, server_metrics: ServerMetrics | None = None) -> None:
+                 stats: RunStats, updater: ModelUpdater, server_metrics: ServerMetrics | None = None,
+                 trackers: Trackers | None = None) -> None:
         self.config = config
         self.store = store
         self.pool = pool
@@ -54,6 +58,7 @@ class Supervisor:
         self.stats = stats
         self.updater = updater
         self.server_metrics = server_metrics
+        self.trackers = trackers
         self.summaries: list[RoundSummary] = []
         self.stopped = False
         self.finish_after_round = False
@@ -165,6 +170,20 @@ class Supervisor:
         summary.state = outcome
         self.summaries.append(summary)
         self.stats.finished_rounds = list(self.summaries)
+        self._track(summary)
+
+    def _track(self, summary: RoundSummary) -> None:
+        """The finished round's numbers to the trackers (each tracker's own failures are handled there)."""
+        if self.trackers is None:
+            return
+        try:
+            metrics = round_metrics(summary, self.store)
+        except Exception as exc:  # noqa: BLE001 - observation must never stop the run
+            log.debug("round metrics failed", exc_info=True)
+            self.store.event("tracking", f"round {summary.round}: its metrics could not be gathered ({exc})",
+                             level="warning", round=summary.round)
+            return
+        self.trackers.log_round(metrics, summary.round)
 
     async def _update_model(self, k: int, state: str | None, summary: RoundSummary) -> str:
         """Train (unless the round had trained already) and swap; the round's outcome."""

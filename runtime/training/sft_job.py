@@ -8,7 +8,9 @@ from loading the model (with the number of ``processes``) to tokenizing, trainin
 "loss", "tokens_per_s", ...}`` while training; ``{"event": "done", "path", "adapter",
 "metrics"}`` at the end. The data is in TRL's prompt-completion form, so the loss covers the
 assistant's answer only (the prompt, with any default system prompt the chat template adds, is
-masked), for any model's template.
+masked), for any model's template. With ``report_to`` in the spec, TRL's tracker callbacks log
+the round as a run named ``run_name``; where each writes comes from the environment the backend
+sets (:class:`~isheep.runtime.training.backend.Tracking`).
 
 Under several processes every one trains its share of each batch; only the main one (rank 0)
 reports, and, once all have finished training, saves the adapter and merges it, alone.
@@ -55,6 +57,25 @@ def _warmup(steps: int, ratio: float) -> dict[str, Any]:
     return {"warmup_steps": float(ratio)}
 
 
+def _tracking(spec: dict[str, Any]) -> dict[str, Any]:
+    """TRL's tracker settings: ``report_to``, this round's run name and, where this transformers has
+    them, trackio's project and no Hugging Face Space (the backend's environment says where each writes)."""
+    report_to = list(spec.get("report_to") or [])
+    if not report_to:
+        return {"report_to": []}
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    settings: dict[str, Any] = {"report_to": report_to, "run_name": spec.get("run_name")}
+    if "project" in known and spec.get("project"):
+        settings["project"] = spec["project"]
+    if "trackio_static_space_id" in known:
+        settings["trackio_static_space_id"] = False  # never publish a Space from a round: local files only
+    return settings
+
+
 def _sft_settings(spec: dict[str, Any], out: Path, cuda: bool) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "output_dir": str(out / "trainer"),
@@ -69,7 +90,7 @@ def _sft_settings(spec: dict[str, Any], out: Path, cuda: bool) -> dict[str, Any]
         "max_length": spec["max_length"],
         "logging_steps": 1,
         "save_strategy": "no",
-        "report_to": [],
+        **_tracking(spec),
         "seed": spec["seed"],
         "include_num_input_tokens_seen": True,
         "disable_tqdm": True,
