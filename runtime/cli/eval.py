@@ -1,8 +1,8 @@
 """``isheep eval RUN [--versions v0,v2]``: benchmarks of each model version of a run, served in turn
 by the run's own servers and swap, kept in its lineage, printed with each score's 95% interval
 and the paired difference to the base and to the version before. ``isheep eval --endpoint URL
---model NAME``: the same benchmarks of any served model. ``--json`` also writes every prompt's
-score."""
+--model NAME``: the same benchmarks of any served model (``judge`` against ``--reference-model``).
+``--json`` also writes every prompt's score."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from isheep.runtime.core.config import ClientConfig, EndpointConfig
 from isheep.runtime.core.errors import UserError
-from isheep.runtime.evals import BENCHMARKS, BenchOptions, BenchResult, Benchmark
+from isheep.runtime.evals import BENCHMARKS, BenchOptions, BenchResult, Benchmark, JudgeBenchmark, Party
 from isheep.runtime.pipeline.benchmarking import VersionScore, compare, evaluate_run, stored_results
 from isheep.runtime.evals.sandbox import isolation
 from isheep.runtime.serving.endpoints import EndpointPool
@@ -58,6 +58,14 @@ def version_table(rows: list[VersionScore]) -> list[str]:
     return lines
 
 
+def _endpoint_config(url: str, args: argparse.Namespace) -> EndpointConfig:
+    """An endpoint named on the command line (its key from --api-key-env); a bad URL is one line."""
+    try:
+        return EndpointConfig(base_url=url, api_key_env=args.api_key_env, max_in_flight=args.workers)
+    except ValueError as exc:
+        raise UserError(str(exc).splitlines()[-1].strip()) from None
+
+
 def versions(text: str) -> list[str]:
     """An argparse type: comma-separated model versions (v0, v1...)."""
     names = [v.strip() for v in text.split(",") if v.strip()]
@@ -88,10 +96,21 @@ class EvalCommand(Command):
         parser.add_argument("--allow-code-execution", action="store_true",
                             help="let humaneval run model-written code (in a sandboxed subprocess)")
         parser.add_argument("--json", type=Path, help="also write the results (every prompt's score) to this file")
+        parser.add_argument("--judge-endpoint", help="judge: the base URL of the judge model (default: a run's "
+                            "evaluation.judge_endpoint, else its base model; with --endpoint: the reference's)")
+        parser.add_argument("--judge-model", help="judge: the judge's model name (default: the reference model)")
+        parser.add_argument("--reference-model", help="with --endpoint and judge: the model to compare with "
+                            "(the base), served at --reference-endpoint")
+        parser.add_argument("--reference-endpoint", help="with --endpoint: where --reference-model is served "
+                            "(default: --endpoint)")
 
     def run(self, args: argparse.Namespace) -> int:
         if (args.run is None) == (args.endpoint is None):
             raise UserError("give a run folder, or --endpoint URL --model NAME (not both)")
+        if (args.judge_endpoint or args.judge_model or args.reference_model) and "judge" not in args.bench:
+            raise UserError("--judge-endpoint, --judge-model and --reference-model apply to --bench judge")
+        if args.run is not None and (args.reference_model or args.reference_endpoint):
+            raise UserError("--reference-model and --reference-endpoint apply to --endpoint (a run compares with v0)")
         if args.json is not None:
             writable_file(args.json, "--json")
         benches = self._benches(args)  # refused before anything starts
@@ -99,6 +118,8 @@ class EvalCommand(Command):
             return self._run_folder(args, benches)
         if args.model is None or args.versions is not None:
             raise UserError("--endpoint needs --model NAME, and --versions applies to a run folder")
+        if "judge" in args.bench and args.reference_model is None:
+            raise UserError("--bench judge with --endpoint compares two models: name the other with --reference-model")
         return self._endpoint(args, benches)
 
     @staticmethod
@@ -112,13 +133,16 @@ class EvalCommand(Command):
 
     def _run_folder(self, args: argparse.Namespace, benches: list[Benchmark]) -> int:
         config = stored_config(args.run)
+        judge = _endpoint_config(args.judge_endpoint, args) if args.judge_endpoint else \
+            config.evaluation.judge_endpoint
         store = RunStore.open(args.run)
 
         async def main() -> list[str]:
             await store.start()
             try:
                 return await evaluate_run(config, store, benches, versions=args.versions,
-                                          limit=args.limit or 0, environ=os.environ, progress=say)
+                                          limit=args.limit or 0, environ=os.environ, progress=say,
+                                          judge=judge, judge_model=args.judge_model or config.evaluation.judge_model)
             finally:
                 await store.aclose()
 
@@ -141,23 +165,28 @@ class EvalCommand(Command):
         return 0
 
     def _endpoint(self, args: argparse.Namespace, benches: list[Benchmark]) -> int:
-        try:
-            endpoint = EndpointConfig(base_url=args.endpoint, api_key_env=args.api_key_env,
-                                      max_in_flight=args.workers)
-        except ValueError as exc:
-            raise UserError(str(exc).splitlines()[-1].strip()) from None
+        endpoint = _endpoint_config(args.endpoint, args)
+        reference = _endpoint_config(args.reference_endpoint, args) if args.reference_endpoint else endpoint
+        referee = _endpoint_config(args.judge_endpoint, args) if args.judge_endpoint else reference
 
         async def main() -> list[BenchResult]:
-            pool = EndpointPool.from_config([endpoint], ClientConfig(), os.environ)
+            pools = {url: EndpointPool.from_config([ep], ClientConfig(), os.environ)
+                     for url, ep in ((e.base_url, e) for e in (endpoint, reference, referee))}
             try:
-                model = await pool.verify(args.model)
+                model = await pools[endpoint.base_url].verify(args.model)
                 results = []
                 for bench in benches:
+                    if isinstance(bench, JudgeBenchmark):
+                        bench.reference = Party(pools[reference.base_url],
+                                                await pools[reference.base_url].verify(args.reference_model))
+                        bench.judge = Party(pools[referee.base_url], await pools[referee.base_url].verify(
+                            args.judge_model or args.reference_model))
                     say(f"{bench.name}: asking {model} at {args.endpoint}")
-                    results.append(await bench.run(pool, model, limit=args.limit or 0))
+                    results.append(await bench.run(pools[endpoint.base_url], model, limit=args.limit or 0))
                 return results
             finally:
-                await pool.aclose()
+                for pool in pools.values():
+                    await pool.aclose()
 
         results = run_interruptible(main, lambda: False)
         print("\n".join(table(results)))

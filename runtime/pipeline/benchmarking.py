@@ -9,21 +9,25 @@ again. Differences between versions are paired over the prompts both answered.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping
 
-from isheep.runtime.core.config import RunConfig
+from isheep.runtime.core.config import EndpointConfig, RunConfig
 from isheep.runtime.core.errors import UserError
 from isheep.runtime.core.types import ServedModel
-from isheep.runtime.evals import Benchmark, BenchResult, Interval, paired_difference
+from isheep.runtime.evals import Benchmark, BenchResult, Interval, JudgeBenchmark, Party, paired_difference
 from isheep.runtime.serving import SwapError, open_serving
+from isheep.runtime.serving.endpoints import EndpointPool
 from isheep.runtime.store import RunStore, checkpoint_from_row
 
 from .modelcard import refresh_card
 
 Progress = Callable[[str], None]
+NO_BASE = ("the judge benchmark needs the base model's answers, and this run's endpoints do not serve v0: compare "
+           "served models with isheep eval --endpoint URL --model NAME --bench judge --reference-model BASE")
 
 
 @dataclass(frozen=True)
@@ -96,21 +100,27 @@ def _gone(row: Any, first: str | None) -> Path | None | bool:
 
 
 async def evaluate_run(config: RunConfig, store: RunStore, benches: list[Benchmark], *, versions: list[str] | None,
-                       limit: int, environ: Mapping[str, str], progress: Progress) -> list[str]:
+                       limit: int, environ: Mapping[str, str], progress: Progress,
+                       judge: EndpointConfig | None = None, judge_model: str | None = None) -> list[str]:
     """Serve each version of the run in turn and run ``benches`` on it; the versions measured, in order.
 
     Versions whose weights are gone are skipped with a note; with ``versions`` the base is
-    measured too (the differences are to it) where it can be served.
+    measured too (the differences are to it) where it can be served. The ``judge`` benchmark
+    collects every version's answers first, then has them judged against the base's: by the
+    model at ``judge`` (``judge_model``, default the run's model name) when given, else by the
+    base model, served again for it.
 
     Raises:
         UserError: an unknown version, a swap that failed, or a run on endpoints it does not
             manage asked about a version they do not serve.
     """
     known = stored_results(store)
+    referee = f"{judge.base_url} {judge_model or config.model or ''}".strip() if judge is not None else "v0"
 
     def measured(row: Any, bench: Benchmark) -> bool:
         stored = known.get(row["version"], {}).get(bench.name, {})
-        return stored.get("limit") == limit and stored.get("fingerprint", "") == bench.fingerprint()
+        return (stored.get("limit") == limit and stored.get("fingerprint", "") == bench.fingerprint()
+                and (not isinstance(bench, JudgeBenchmark) or stored.get("judge") == referee))
 
     first = store.model("v0") if config.managed else store.serving_model()
     chosen = []
@@ -122,10 +132,13 @@ async def evaluate_run(config: RunConfig, store: RunStore, benches: list[Benchma
                      f"deleted them)")
             continue
         chosen.append(row)
+    pairwise = next((b for b in benches if isinstance(b, JudgeBenchmark)), None)
+    if pairwise is not None and chosen and chosen[0]["version"] != "v0":
+        raise UserError("the judge benchmark compares each version with the base, v0, which is not in this run")
     todo = [r for r in chosen if not all(measured(r, b) for b in benches)]
     if not todo:
         return [r["version"] for r in chosen]
-    # Benchmarks need no judge: no second server for a base-model critic.
+    # Benchmarks need no critic: no second server for a base-model critic.
     plain = config.model_copy(update={"critic": config.critic.model_copy(update={"model": "current", "endpoint": None})})
     serving = await open_serving(plain, store.folder, environ, progress)
     try:
@@ -135,6 +148,9 @@ async def evaluate_run(config: RunConfig, store: RunStore, benches: list[Benchma
         if not serving.servers and any(r["version"] != current.version for r in todo):
             raise UserError(f"this run's endpoints are not managed by isheep and serve {current.version} now; "
                             f"evaluate that version, or serve another and use isheep eval --endpoint URL --model NAME")
+        if pairwise is not None and not serving.servers and current.version != "v0" \
+                and _answers(store, "v0", pairwise, limit) is None:
+            raise UserError(NO_BASE)  # before any version is asked
         await serving.pool.verify(current.name)
         for row in todo:
             if row["version"] != current.version:
@@ -143,11 +159,78 @@ async def evaluate_run(config: RunConfig, store: RunStore, benches: list[Benchma
                 if measured(row, bench):
                     continue
                 progress(f"{row['version']}: {bench.name} ({bench.metric})")
+                if isinstance(bench, JudgeBenchmark):  # answers now, judged once every version has answered
+                    if _answers(store, row["version"], bench, limit) is None:
+                        texts = await bench.answers(serving.pool, current.name, limit=limit)
+                        await _keep_answers(store, row["version"], bench, limit, texts)
+                    continue
                 result = await bench.run(serving.pool, current.name, limit=limit)
-                await _keep(store, row["version"], result, limit, bench.fingerprint())
+                await _keep(store, row["version"], result, limit, {"fingerprint": bench.fingerprint()})
+        if pairwise is not None:
+            await _judge_versions(store, serving, pairwise, [r for r in todo if not measured(r, pairwise)], current,
+                                  limit, referee, _JudgeAt(config, judge, judge_model, environ), progress)
     finally:
         await serving.aclose()
     return [r["version"] for r in chosen]
+
+
+@dataclass(frozen=True)
+class _JudgeAt:
+    """Where the judge benchmark's judge is asked: ``endpoint`` (``model``), else the run's base model."""
+
+    config: RunConfig
+    endpoint: EndpointConfig | None
+    model: str | None
+    environ: Mapping[str, str]
+
+
+async def _judge_versions(store: RunStore, serving: Any, bench: JudgeBenchmark, rows: list[Any],
+                          current: ServedModel, limit: int, referee: str, at: _JudgeAt, progress: Progress) -> None:
+    """Judge each of ``rows``' stored answers against the base's, and keep the results."""
+    base = await _judged_base(store, bench, rows, limit, referee)
+    if not any(r["version"] != "v0" for r in rows):
+        return
+    async with _referee(serving, current, _first_served(store, True), at, progress) as party:
+        for row in rows:
+            answers = _answers(store, row["version"], bench, limit)
+            if row["version"] == "v0" or answers is None:
+                continue  # the base is even with itself; no answers: it could not be served
+            progress(f"{row['version']}: judged against v0 by {referee}")
+            result = await bench.compare(party, answers, base, model=row["served_name"], limit=limit)
+            await _keep(store, row["version"], result, limit, {"fingerprint": bench.fingerprint(), "judge": referee})
+
+
+async def _judged_base(store: RunStore, bench: JudgeBenchmark, rows: list[Any], limit: int,
+                       referee: str) -> dict[str, str]:
+    """The base's stored answers (what every version is judged against); its own result, even with
+    itself by definition, kept when it is among ``rows``."""
+    base = _answers(store, "v0", bench, limit)
+    if base is None:
+        raise UserError(NO_BASE)
+    if any(r["version"] == "v0" for r in rows):
+        even = BenchResult(bench.name, "v0", {k: 0.5 for k in base}, {"win_rate": 0.5})
+        await _keep(store, "v0", even, limit, {"fingerprint": bench.fingerprint(), "judge": referee})
+    return base
+
+
+@contextlib.asynccontextmanager
+async def _referee(serving: Any, current: ServedModel, base: ServedModel, at: _JudgeAt,
+                   progress: Progress) -> AsyncIterator[Party]:
+    """The judge to ask: the model at ``judge`` when given, else the ``base`` model, served again for it."""
+    if at.endpoint is not None:
+        pool = EndpointPool.from_config([at.endpoint], at.config.client, at.environ)
+        try:
+            yield Party(pool, await pool.verify(at.model or at.config.model or ""))
+        finally:
+            await pool.aclose()
+        return
+    if current.version != "v0":
+        progress("serving v0 again: the base model judges")
+        try:
+            current = await serving.swapper.restore(base, current)
+        except SwapError as exc:
+            raise UserError(f"could not serve the base model again to judge: {exc}") from None
+    yield Party(serving.pool, current.name)
 
 
 def _first_served(store: RunStore, managed: bool) -> ServedModel:
@@ -168,9 +251,27 @@ async def _serve(swapper: Any, row: Any, current: ServedModel, progress: Progres
         raise UserError(f"could not serve {row['version']} to evaluate it: {exc}") from None
 
 
-async def _keep(store: RunStore, version: str, result: BenchResult, limit: int, fingerprint: str) -> None:
+async def _keep(store: RunStore, version: str, result: BenchResult, limit: int, extra: dict[str, str]) -> None:
     row = store.model(version)
     benches = json.loads(row["detail"] or "{}").get("benchmarks") or {}
     await store.amend_model(version, {"benchmarks": {**benches, result.bench: {**result.summary(), "limit": limit,
-                                                                 "fingerprint": fingerprint}}})
+                                                                               **extra}}})
     refresh_card(store, version)  # the card beside the weights says how they scored
+
+
+def _answers(store: RunStore, version: str, bench: JudgeBenchmark, limit: int) -> dict[str, str] | None:
+    """A version's stored answers to the judge benchmark's prompts (the same prompts and limit), or None."""
+    row = store.model(version)
+    kept = (json.loads(row["detail"] or "{}").get("answers") or {}).get(bench.name) if row is not None else None
+    if not kept or kept.get("limit") != limit or kept.get("fingerprint") != bench.fingerprint() \
+            or kept.get("max_tokens") != bench.max_tokens:
+        return None
+    return kept["texts"]
+
+
+async def _keep_answers(store: RunStore, version: str, bench: JudgeBenchmark, limit: int,
+                        texts: dict[str, str]) -> None:
+    row = store.model(version)
+    answers = json.loads(row["detail"] or "{}").get("answers") or {}
+    await store.amend_model(version, {"answers": {**answers, bench.name: {
+        "limit": limit, "fingerprint": bench.fingerprint(), "max_tokens": bench.max_tokens, "texts": texts}}})

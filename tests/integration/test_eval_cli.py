@@ -40,7 +40,7 @@ def test_eval_prints_each_benchmark_with_its_interval_and_writes_every_prompts_s
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--bench", "instructions,nope"], "unknown benchmark nope (known: humaneval, instructions)"),
+    (["--bench", "instructions,nope"], "unknown benchmark nope (known: humaneval, instructions, judge)"),
     (["--model", "other"], "model 'other' is not served by"),
     (["--limit", "0"], "expected a number of at least 1"),
     (["--json", "/no/such/folder/r.json"], "--json: folder /no/such/folder does not exist"),
@@ -137,3 +137,38 @@ def test_a_version_whose_weights_are_gone_is_skipped_with_a_note_before_anything
     rows = done.stdout.strip().splitlines()[1:]
     assert [r.split()[1] for r in rows] == ["v2"]  # v1 skipped; the base is not served by this endpoint
     assert server.stats()["routes"]["POST /v1/chat/completions"] == 6
+
+
+def test_the_judge_benchmark_asks_both_orders_and_counts_a_first_position_judge_as_even(server_factory, tmp_path):
+    candidate = server_factory(model="cand", empty_rate=0.0, answer_suffix=" With one more useful detail.")
+    base = server_factory(model="base", empty_rate=0.0)  # its replies are shorter: the test judge prefers longer
+    biased = server_factory(model="referee", pairwise="first")
+    out = tmp_path / "judge.json"
+    common = ["eval", "--endpoint", candidate.url, "--model", "cand", "--bench", "judge", "--limit", "10",
+              "--reference-endpoint", base.url, "--reference-model", "base"]
+    done = run_cli(*common, "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    [result] = json.loads(out.read_text())
+    metrics = result["metrics"]
+    assert result["bench"] == "judge" and len(result["scores"]) == 10 and set(result["scores"].values()) == {1.0}
+    assert metrics["win_rate"] == 1.0 and metrics["wins"] == 1.0 and metrics["consistent"] == 1.0
+    assert metrics["first_position"] == 0.5 and metrics["unreadable"] == 0.0
+    assert all(d["verdicts"] == ["A", "B"] for d in result["detail"])
+    # The base judged (its default: the reference model): both its answers and 20 verdicts.
+    assert base.stats()["routes"]["POST /v1/chat/completions"] == 10 + 20
+    assert candidate.stats()["routes"]["POST /v1/chat/completions"] == 10
+    biased_run = run_cli(*common, "--judge-endpoint", biased.url, "--judge-model", "referee", "--json", str(out))
+    assert biased_run.returncode == 0, biased_run.stderr
+    [result] = json.loads(out.read_text())
+    assert set(result["scores"].values()) == {0.5} and result["metrics"]["consistent"] == 0.0
+    assert result["metrics"]["first_position"] == 1.0 and result["metrics"]["ties"] == 1.0
+    assert biased.stats()["routes"]["POST /v1/chat/completions"] == 20
+    header, row = biased_run.stdout.strip().splitlines()
+    assert row.startswith("judge") and "0.500" in row
+
+
+def test_the_judge_benchmark_with_an_endpoint_needs_a_reference(server_factory):
+    server = server_factory()
+    done = run_cli("eval", "--endpoint", server.url, "--model", "test-model", "--bench", "judge")
+    assert done.returncode == 2 and "name the other with --reference-model" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -101,6 +101,8 @@ class Behaviour:
     schema_refusal: str = "response_format is not supported"
     ignore_schema: bool = False  # accept response_format but answer in plain text anyway
     reload_fails: str = ""  # reloading weights from a path containing this answers HTTP 500 ("" never)
+    answer_suffix: str = ""  # appended to every answer (two servers whose answers differ in length)
+    pairwise: str = "longer"  # a pairwise judge's verdict: the longer reply (equal: tie), or always "first"
 
 
 class TestServer:
@@ -179,7 +181,8 @@ class TestServer:
                     f"principles 2 (accuracy) and 3 (helpfulness).\n\nAssistant: Here is a careful answer to the "
                     f"task ({query}). It covers the key point clearly.\n\nUser:"), "stop"
         first = prompt.rsplit("User:", 1)[-1].strip().split("\n", 1)[0][:120]
-        return f"Here is a careful answer to the task ({first}). It covers the key point clearly.", "stop"
+        return (f"Here is a careful answer to the task ({first}). It covers the key point clearly."
+                f"{self.behaviour.answer_suffix}"), "stop"
 
     def assess(self, prompt: str, structured: bool) -> str:
         if self.rng.random() < self.behaviour.hostile_rate:
@@ -236,8 +239,19 @@ class TestServer:
             await asyncio.sleep(self.behaviour.delay_s * (0.5 + self.rng.random()))
         return body, None
 
+    def judge_pair(self, prompt: str) -> str:
+        """A pairwise verdict: the longer reply wins (a tie when equal), or always the first one."""
+        self.stats["pairwise"] += 1
+        if self.behaviour.pairwise == "first":
+            return "A"
+        first = prompt.split("[Reply A]", 1)[1].split("[Reply B]", 1)[0]
+        second = prompt.split("[Reply B]", 1)[1].rsplit("Which reply", 1)[0]
+        return "tie" if len(first) == len(second) else ("A" if len(first) > len(second) else "B")
+
     def route(self, prompt: str) -> str:
         """Which role wrote ``prompt``: the roles' prompts each carry a marker of their style."""
+        if "[Reply A]" in prompt and "[Reply B]" in prompt:
+            return "pairwise"
         for kind in ("judge", "score", "topics", "fields", "list", "principles", "detailed"):
             if marker_in(prompt, kind):
                 return kind
@@ -246,6 +260,8 @@ class TestServer:
     def reply_to(self, prompt: str, structured: bool, plain: bool = False) -> tuple[str, str] | None:
         """(text, finish reason) for ``prompt``, or None when the request is refused (schema)."""
         kind = self.route(prompt)
+        if kind == "pairwise":
+            return self.judge_pair(prompt), "stop"
         if kind in ("judge", "score"):
             self.stats["critic"] += 1
             if structured and not self.behaviour.structured:
