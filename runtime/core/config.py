@@ -307,6 +307,13 @@ class EvaluationConfig(_Section):
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence of the paired bootstrap interval.")
     max_tokens: int = Field(384, ge=8, description="Tokens per evaluation answer (greedy).")
     workers: int = Field(8, ge=1, description="Evaluation requests in flight.")
+    judge: bool = Field(False, description=(
+        "Also judge the new model's answers to open prompts against the best so far's, by the base model."))
+    judge_limit: int = Field(40, ge=1, description="Open prompts the gate's judge compares on (two verdicts each).")
+    judge_endpoint: EndpointConfig | None = Field(None, description=(
+        "Where the judge is asked (the gate's, isheep eval --bench judge); default: the run's base model."))
+    judge_model: str | None = Field(None, description=(
+        "The judge's model name at judge_endpoint; default: the run's model name."))
 
 
 class ServerConfig(_Section):

@@ -24,6 +24,7 @@ def check_serving(config: "RunConfig") -> None:
     _check_colocate(config)
     _check_processes(config)
     _check_base_judge(config)
+    _check_gate_judge(config)
 
 
 def _check_replicas(config: "RunConfig") -> None:
@@ -102,3 +103,18 @@ def _check_base_judge(config: "RunConfig") -> None:
         raise ValueError(f"critic.model = 'base' with the {strategy} swap on an external endpoint would judge "
                          "with the new weights: set critic.endpoint to a server of the base model, or use the "
                          "lora swap, or critic.model = 'current'")
+
+
+def _check_gate_judge(config: "RunConfig") -> None:
+    """The gate's judge is the base model: it must be served beside the policy, unchanged."""
+    evaluation = config.evaluation
+    if not (evaluation.enabled and evaluation.judge) or evaluation.judge_endpoint is not None \
+            or config.critic.endpoint is not None:
+        return
+    strategy = config.swap_strategy()
+    if strategy in ("lora", "none") or (config.managed and config.critic.model == "base"
+                                        and strategy in ("reload", "restart")):
+        return  # the base stays served beside adapters, or a second managed server serves it
+    raise ValueError(f"evaluation.judge asks the base model, which this run does not serve beside the policy with "
+                     f"the {strategy} swap: set evaluation.judge_endpoint, or critic.model = 'base' on a managed "
+                     "server (its second server judges), or the lora swap")

@@ -66,6 +66,11 @@ def render(row: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         lines.append(f"- gate decision: {gate.get('decision')} against the best so far, {gate.get('best')} "
                      f"(difference {diff.get('mean', 0):+.3f}, 95% interval {diff.get('low', 0):+.3f} to "
                      f"{diff.get('high', 0):+.3f})")
+        judged = gate.get("judged") or {}
+        if judged.get("win_rate"):
+            rate = judged["win_rate"]
+            lines.append(f"- judged by {judged.get('judge', '?')} against {gate.get('best')}: win rate "
+                         f"{rate.get('mean', 0):.3f} (95% interval {rate.get('low', 0):.3f} to {rate.get('high', 0):.3f})")
     for name, result in sorted(results.items()):
         lines.append(f"- {name}: {_interval(result)}")
     return "\n".join(lines) + "\n"

@@ -23,8 +23,10 @@ from isheep.runtime.core.errors import UserError
 from isheep.runtime.core.messages import SeedTask
 from isheep.runtime.core.types import Models, ServedModel
 from isheep.runtime.data import load_eval_prompts
+from isheep.runtime.evals import Party
 from isheep.runtime.evals.instructions import SHIPPED as INSTRUCTIONS
 from isheep.runtime.serving import ServerMetrics, Serving, SwapError, open_serving
+from isheep.runtime.serving.endpoints import EndpointPool
 from isheep.runtime.store import DB_NAME, RunStore, checkpoint_from_row, model_row_op
 from isheep.runtime.training import TrlBackend
 from isheep.runtime.training.backend import Tracking
@@ -146,7 +148,7 @@ class Run:
         store = self._open_store(serving)
         self._stack.push_async_callback(store.aclose)
         self._report_serving(serving, store)
-        named = [*config.endpoints, *([config.critic.endpoint] if config.critic.endpoint else [])]
+        named = [*config.endpoints, *(ep for ep in (config.critic.endpoint, config.evaluation.judge_endpoint) if ep)]
         secrets = [ep.resolved_key(self.environ) or "" for ep in named] + serving.secrets
         log_file.attach(folder, secrets)
         log.info("run %s: model %s on %s", folder, self.model, ", ".join(serving.pool.urls))
@@ -196,10 +198,24 @@ class Run:
         backend = TrlBackend(config.trainer, training_progress(store, stats), tracking) \
             if config.training_backend() == "trl" else None
         roles = build_roles(config, serving, models, inputs, backend, self.replace_roles)
-        gate = Gate(config.evaluation, serving.pool) if config.evaluation.enabled else None
+        gate = await self._gate(serving, base) if config.evaluation.enabled else None
         updater = ModelUpdater(config, store, models, stats, roles.trainer, serving.swapper, gate)
         return Supervisor(config, store, serving.pool, models, roles, stats, updater,
                           ServerMetrics(serving.pool.urls, serving.keys), self._trackers(tracking, store))
+
+    async def _gate(self, serving: Serving, base: ServedModel) -> Gate:
+        """The evaluation gate; with ``evaluation.judge`` its judge, the base model: at
+        ``evaluation.judge_endpoint``, else where the base-model critic asks (a second managed
+        server, ``critic.endpoint``, or the base beside the adapters of the lora swap)."""
+        evaluation = self.config.evaluation
+        judge = None
+        if evaluation.judge and evaluation.judge_endpoint is not None:
+            pool = EndpointPool.from_config([evaluation.judge_endpoint], self.config.client, self.environ)
+            self._stack.push_async_callback(pool.aclose)
+            judge = Party(pool, await pool.verify(evaluation.judge_model or base.name))
+        elif evaluation.judge:
+            judge = Party(serving.critic_pool, base.name)
+        return Gate(evaluation, serving.pool, judge=judge)
 
     def _trackers(self, tracking: Tracking, store: RunStore) -> Trackers | None:
         """The run's experiment trackers, opened (closed before the store: their warnings land in it)."""

@@ -201,7 +201,14 @@ class ModelUpdater:
         accepted = {row["version"]: known for row in self.store.models()
                     if row["state"] in ("serving", "retired") and (known := self.gate.known(row)) is not None}
         new = await self._evaluate(served, checkpoint)
-        decision = self.gate.decide(new, accepted)
+        judged = None
+        if self.gate.pairwise is not None:  # the base model judges the new answers against the best's
+            previous, self.stats.state = self.stats.state, "evaluating"
+            try:
+                judged = await self.gate.judge_pair(new, accepted[self.gate.best(accepted)], served.name)
+            finally:
+                self.stats.state = previous
+        decision = self.gate.decide(new, accepted, judged)
         await self._record(checkpoint, served.name, {"gate": decision.as_dict()})
         self.store.event("evaluation", f"{served.version} {decision}", level="warning" if decision.rejected else "info",
                          round=k, data={"version": served.version, **decision.as_dict()})
@@ -212,10 +219,13 @@ class ModelUpdater:
         except SwapError as exc:
             raise UserError(f"{served.version} did worse than {decision.best} on the evaluation and "
                             f"{current.version} could not be served again: {exc}") from None
+        judged = decision.judged
         why = (f"worse than {decision.best} beyond doubt: {decision.difference.mean:+.3f} "
                f"[{decision.difference.low:+.3f}, {decision.difference.high:+.3f}], {decision.signs.losses} prompts "
-               f"worse and {decision.signs.wins} better (p {decision.signs.p_worse:.3g}), margin {decision.margin}; "
-               f"{current.version} serves again")
+               f"worse and {decision.signs.wins} better (p {decision.signs.p_worse:.3g})"
+               + (f"; judged by {judged.judge}: win rate {judged.win_rate}, {judged.signs.losses} worse and "
+                  f"{judged.signs.wins} better (p {judged.signs.p_worse:.3g})" if judged is not None else "")
+               + f", margin {decision.margin}; {current.version} serves again")
         await self.store.write(op_for(ModelEvent(id=served.version, round=k, model_version=served.version,
                                                  kind="rejected", parent=current.version, detail=why)))
         self.stats.last_error = f"{served.version} rejected: {why}"

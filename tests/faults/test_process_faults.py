@@ -141,6 +141,16 @@ def test_a_swap_to_an_endpoint_that_never_comes_back_stops_cleanly(server_factor
         assert db.execute("SELECT state FROM models WHERE version='v1'").fetchone()[0] == "failed"
 
 
+def gate_prompts(folder, n: int):
+    """A gate prompts file of the user's (``evaluation.prompts``): each asks for a word every test
+    server answer holds."""
+    prompts = folder / "gate.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"g{i}", "prompt": f"Describe tool number {i} with care.",
+                                           "checks": [{"type": "contains", "value": "careful"}]}) + "\n"
+                               for i in range(n)), encoding="utf-8")
+    return prompts
+
+
 @pytest.mark.parametrize("after,expected", [(1.0, "rejected"), (0.0, "serving")])
 async def test_evaluation_gate_rolls_back_a_worse_model_and_keeps_an_equal_one(
         server_factory, embedded_model, tmp_path, clean_env, after, expected):
@@ -148,10 +158,7 @@ async def test_evaluation_gate_rolls_back_a_worse_model_and_keeps_an_equal_one(
     the test server's answers hold; a model redeployed to answer nothing (``empty_rate = 1``) is
     worse beyond doubt, one redeployed unchanged is equal and kept."""
     server = server_factory(empty_rate=0.0)
-    prompts = tmp_path / "gate.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"g{i}", "prompt": f"Describe tool number {i} with care.",
-                                           "checks": [{"type": "contains", "value": "careful"}]}) + "\n"
-                               for i in range(30)), encoding="utf-8")
+    prompts = gate_prompts(tmp_path, 30)
     overrides = {"endpoints": [{"base_url": server.url}], "out": str(tmp_path / "run"), "rounds": 2,
                  "round_size": 8, "max_proposed": 400, "trainer.backend": "trl",
                  "trainer.base_model": str(embedded_model), "trainer.epochs": 1, "trainer.max_length": 128,
@@ -178,3 +185,37 @@ async def test_evaluation_gate_rolls_back_a_worse_model_and_keeps_an_equal_one(
         assert result.rounds[0].state == "rejected"
     else:
         assert rounds[0] == (1, "done") and generated[2] == "v1"
+
+
+async def test_the_gate_judge_rejects_a_model_the_checks_find_equal(server_factory, embedded_model, tmp_path,
+                                                                     clean_env):
+    """With ``evaluation.judge`` the judge's pairwise verdicts count too: a model redeployed with
+    shorter answers passes the same checks, but the judge (a test server that prefers the longer
+    reply, at ``evaluation.judge_endpoint``) finds it worse in both orders, so it is rejected."""
+    detail = "--with-one-more-useful-detail"  # plain characters: it goes through the swap's shell command
+    server = server_factory(empty_rate=0.0, answer_suffix=detail)
+    judge = server_factory(model="referee")
+    prompts = gate_prompts(tmp_path, 20)
+    overrides = {"endpoints": [{"base_url": server.url}], "out": str(tmp_path / "run"), "rounds": 1,
+                 "round_size": 8, "max_proposed": 400, "trainer.backend": "trl",
+                 "trainer.base_model": str(embedded_model), "trainer.epochs": 1, "trainer.max_length": 128,
+                 "swap.strategy": "command", "swap.expect_model": "test-model-{version}", "swap.timeout_s": 20,
+                 "swap.command": redeploy(server.port, model="test-model-$ISHEEP_VERSION", answer_suffix=""),
+                 "swap.rollback_command": redeploy(server.port, model="test-model", answer_suffix=detail),
+                 "evaluation.enabled": True, "evaluation.prompts": str(prompts), "evaluation.judge": True,
+                 "evaluation.judge_limit": 12, "evaluation.judge_endpoint": {"base_url": judge.url},
+                 "evaluation.judge_model": "referee", "critic.model": "current"}
+    result = await isheep.arun(load_config(overrides=overrides, environ={}))
+    with sqlite3.connect(result.folder / "isheep.db") as db:
+        state, v1, path = db.execute("SELECT state, detail, path FROM models WHERE version='v1'").fetchone()
+        v0 = json.loads(db.execute("SELECT detail FROM models WHERE version='v0'").fetchone()[0])
+    gate = json.loads(v1)["gate"]
+    assert state == "rejected" and gate["decision"] == "rejected"
+    assert gate["difference"]["mean"] == 0.0  # the checks alone would have kept it
+    judged = gate["judged"]
+    assert judged["worse"] and judged["judge"] == "referee" and judged["win_rate"]["mean"] == 0.0
+    assert judged["sign_test"]["losses"] == 12 and gate["alpha"] == pytest.approx(0.025)  # half each
+    assert len(v0["evaluation"]["answers"]["texts"]) == 12  # the best's answers, kept for the judge
+    assert judge.stats()["pairwise"] == 24  # both orders of each of the 12 prompts
+    card = (Path(path) / "README.md").read_text()
+    assert "- judged by referee against v0: win rate 0.000" in card

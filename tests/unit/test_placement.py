@@ -79,10 +79,22 @@ def test_eight_gpus_split_between_serving_and_training_load():
     ({"endpoints": [{"base_url": "http://gpu-1:8000/v1"}, {"base_url": "http://gpu-2:8000/v1"}],
       "swap.strategy": "command", "swap.command": "redeploy", "critic.model": "current"},
      "the command swap on 2 endpoints needs swap.rollback_command"),
+    ({"evaluation.enabled": True, "evaluation.judge": True, "critic.model": "current"},
+     "evaluation.judge asks the base model, which this run does not serve beside the policy with the reload swap"),
 ])
 def test_placements_that_cannot_work_are_refused_at_load(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(overrides=overrides, environ={})
+
+
+@pytest.mark.parametrize("overrides", [
+    {"critic.model": "base"},  # the base judge's second managed server judges
+    {"critic.model": "current", "swap.strategy": "lora"},  # the base stays served beside the adapters
+    {"critic.model": "current", "evaluation.judge_endpoint": {"base_url": "http://judge:8000/v1"}},
+])
+def test_the_gate_judge_loads_where_the_base_model_is_served(overrides):
+    config = load_config(overrides={"evaluation.enabled": True, "evaluation.judge": True, **overrides}, environ={})
+    assert config.evaluation.judge
 
 
 def test_replicas_each_get_their_slice_of_the_gpus(tmp_path):
