@@ -107,8 +107,12 @@ class EvalCommand(Command):
     def run(self, args: argparse.Namespace) -> int:
         if (args.run is None) == (args.endpoint is None):
             raise UserError("give a run folder, or --endpoint URL --model NAME (not both)")
-        if (args.judge_endpoint or args.judge_model or args.reference_model) and "judge" not in args.bench:
-            raise UserError("--judge-endpoint, --judge-model and --reference-model apply to --bench judge")
+        if (args.judge_endpoint or args.judge_model or args.reference_model or args.reference_endpoint) \
+                and "judge" not in args.bench:
+            raise UserError("--judge-endpoint, --judge-model, --reference-model and --reference-endpoint apply to "
+                            "--bench judge")
+        if args.run is not None and args.judge_model and not args.judge_endpoint:
+            raise UserError("--judge-model names the judge at --judge-endpoint (a run's default judge is its base)")
         if args.run is not None and (args.reference_model or args.reference_endpoint):
             raise UserError("--reference-model and --reference-endpoint apply to --endpoint (a run compares with v0)")
         if args.json is not None:

@@ -263,15 +263,18 @@ class TrainerConfig(_Section):
 
     @field_validator("report_to")
     @classmethod
-    def _check_trackers(cls, names: list[str]) -> list[str]:
-        import importlib.util  # the modules TRL's callbacks import, checked now rather than after a round's work
-
-        needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "trackio": ("trackio",),
-                 "mlflow": ("mlflow",)}
-        missing = [n for n in dict.fromkeys(names) if not any(importlib.util.find_spec(m) for m in needs[n])]
-        if missing:
-            raise ValueError(f"{', '.join(missing)} not installed: pip install 'isheep[trackers]' (or the package)")
+    def _once_each(cls, names: list[str]) -> list[str]:
         return list(dict.fromkeys(names))
+
+
+def missing_trackers(names: list[str]) -> list[str]:
+    """The trackers of ``names`` whose package cannot be imported here (the modules TRL's callbacks
+    import), checked when a run is configured rather than after a round's work."""
+    import importlib.util
+
+    needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "trackio": ("trackio",),
+             "mlflow": ("mlflow",)}
+    return [n for n in names if not any(importlib.util.find_spec(m) for m in needs[n])]
 
 
 class SwapConfig(_Section):
@@ -434,6 +437,10 @@ class RunConfig(_Section):
     def public_dict(self) -> dict[str, Any]:
         """The config as plain data with every secret left out (safe for the run folder)."""
         data = self.model_dump(mode="json", exclude_none=True)
-        for endpoint in data.get("endpoints", []):
-            endpoint.pop("api_key", None)
+        named = [*data.get("endpoints", []), data.get("critic", {}).get("endpoint"),
+                 data.get("evaluation", {}).get("judge_endpoint")]
+        for endpoint in named:
+            if endpoint:
+                # Dumped as "**********": stored, it would come back as the key itself.
+                endpoint.pop("api_key", None)
         return data

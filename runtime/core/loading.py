@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from pydantic import SecretStr, ValidationError
 
-from .config import RunConfig
+from .config import RunConfig, missing_trackers
 from .errors import ConfigError
 from .recipes import DEFAULT_RECIPE, flatten, load_recipe, merge, unflatten
 
@@ -152,6 +152,11 @@ def load_config(
         config = RunConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, source)) from None
+    missing = missing_trackers(config.trainer.report_to)
+    if missing and not (path is None and base is not None and "trainer.report_to" not in (overrides or {})):
+        # A stored run's trackers are checked when it trains again, not to evaluate or report on it.
+        raise ConfigError(f"{source}: trainer.report_to: {', '.join(missing)} not installed: "
+                          "pip install 'isheep[trackers]' (or the package)")
     env_key = environ.get("OPENAI_API_KEY")
     if env_key:
         for endpoint in config.endpoints:

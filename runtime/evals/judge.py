@@ -37,6 +37,7 @@ TEMPLATE = "benchmarks/pairwise_judge.txt"
 #: Characters of each answer kept (and shown to the judge): enough for any answer of 512 tokens.
 ANSWER_CHARS = 4000
 _VERDICT = re.compile(r"(?i:\btie\b)|\b[AB]\b")
+_HEAD = re.compile(r"^[\W_]*((?:an? )?tie|[ab])\b(?![-'])", re.IGNORECASE)
 T = TypeVar("T")
 
 
@@ -66,7 +67,12 @@ def load_open_prompts(path: Path | None = None, limit: int = 0) -> list[tuple[st
 
 
 def verdict(reply: str) -> str | None:
-    """``A``, ``B`` or ``tie``: the first one the judge's reply names; None when it names none."""
+    """``A``, ``B`` or ``tie``: what the reply opens with ("a", "B.", "**A**", "A tie"), else the
+    first one it names; None when it names none."""
+    head = _HEAD.match(reply)
+    if head is not None:
+        word = head.group(1).lower()
+        return "tie" if "tie" in word else word.upper()
     found = _VERDICT.search(reply)
     return None if found is None else ("tie" if found.group(0).lower() == "tie" else found.group(0))
 
@@ -177,6 +183,8 @@ class JudgeBenchmark(Benchmark):
             "consistent": sum(r["verdicts"] in (["A", "B"], ["B", "A"], ["tie", "tie"]) for r in rows) / n,
             "first_position": sum(v == "A" for v in read) / len(read) if read else 0.0,
             "unreadable": (len(verdicts) - len(read)) / len(verdicts),
+            # Of those, the requests that failed (a judge that cannot answer at all, not a tie).
+            "judge_errors": sum(t.startswith("error:") for r in rows for t in r["replies"]) / len(verdicts),
         }
         return BenchResult(self.name, model, scores, metrics, sum(1 for key in scores if not candidate[key]), rows)
 

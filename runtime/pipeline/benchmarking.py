@@ -115,60 +115,67 @@ async def evaluate_run(config: RunConfig, store: RunStore, benches: list[Benchma
             manage asked about a version they do not serve.
     """
     known = stored_results(store)
-    referee = f"{judge.base_url} {judge_model or config.model or ''}".strip() if judge is not None else "v0"
+    pairwise = next((b for b in benches if isinstance(b, JudgeBenchmark)), None)
+    at = _judge_at(config, judge, judge_model, environ) if pairwise is not None else None
+    referee = at.name if at is not None else ""
 
     def measured(row: Any, bench: Benchmark) -> bool:
         stored = known.get(row["version"], {}).get(bench.name, {})
         return (stored.get("limit") == limit and stored.get("fingerprint", "") == bench.fingerprint()
-                and (not isinstance(bench, JudgeBenchmark) or stored.get("judge") == referee))
+                and (not isinstance(bench, JudgeBenchmark)
+                     or (stored.get("judge") == referee and stored.get("max_tokens") == bench.max_tokens)))
+
+    def asks(row: Any, bench: Benchmark) -> bool:
+        """Whether the version itself must answer (the judge only needs its stored answers)."""
+        if isinstance(bench, JudgeBenchmark):
+            return not measured(row, bench) and _answers(store, row["version"], bench, limit) is None
+        return not measured(row, bench)
 
     first = store.model("v0") if config.managed else store.serving_model()
     chosen = []
     for row in _ordered(store, versions):
-        done = all(measured(row, b) for b in benches)
-        if not done and (where := _gone(row, first and first["version"])) is not False:
+        if any(asks(row, b) for b in benches) and (where := _gone(row, first and first["version"])) is not False:
             # Skipped up front: stopping there after measuring the others would waste them.
             progress(f"skipping {row['version']}: its weights are gone ({where}; trainer.keep_checkpoints "
                      f"deleted them)")
             continue
         chosen.append(row)
-    pairwise = next((b for b in benches if isinstance(b, JudgeBenchmark)), None)
     if pairwise is not None and chosen and chosen[0]["version"] != "v0":
         raise UserError("the judge benchmark compares each version with the base, v0, which is not in this run")
-    todo = [r for r in chosen if not all(measured(r, b) for b in benches)]
-    if not todo:
+    todo = [r for r in chosen if any(asks(r, b) for b in benches)]
+    judging = [r for r in chosen if pairwise is not None and not measured(r, pairwise)]
+    if not todo and not judging:
         return [r["version"] for r in chosen]
     # Benchmarks need no critic: no second server for a base-model critic.
     plain = config.model_copy(update={"critic": config.critic.model_copy(update={"model": "current", "endpoint": None})})
     serving = await open_serving(plain, store.folder, environ, progress)
     try:
         current = _first_served(store, serving.servers != [])
-        if not serving.servers and versions is not None and "v0" not in versions:
-            todo = [r for r in todo if r["version"] != "v0"]  # added for the differences: only if it can be served
+        if not serving.servers and versions is not None and "v0" not in versions and any(
+                r["version"] == "v0" for r in todo):
+            # Added for the differences, but these endpoints do not serve it: left out of the table.
+            todo = [r for r in todo if r["version"] != "v0"]
+            chosen = [r for r in chosen if r["version"] != "v0"]
         if not serving.servers and any(r["version"] != current.version for r in todo):
             raise UserError(f"this run's endpoints are not managed by isheep and serve {current.version} now; "
                             f"evaluate that version, or serve another and use isheep eval --endpoint URL --model NAME")
-        if pairwise is not None and not serving.servers and current.version != "v0" \
-                and _answers(store, "v0", pairwise, limit) is None:
-            raise UserError(NO_BASE)  # before any version is asked
         await serving.pool.verify(current.name)
         for row in todo:
             if row["version"] != current.version:
                 current = await _serve(serving.swapper, row, current, progress)
             for bench in benches:
-                if measured(row, bench):
+                if not asks(row, bench):
                     continue
                 progress(f"{row['version']}: {bench.name} ({bench.metric})")
                 if isinstance(bench, JudgeBenchmark):  # answers now, judged once every version has answered
-                    if _answers(store, row["version"], bench, limit) is None:
-                        texts = await bench.answers(serving.pool, current.name, limit=limit)
-                        await _keep_answers(store, row["version"], bench, limit, texts)
+                    texts = await bench.answers(serving.pool, current.name, limit=limit)
+                    await _keep_answers(store, row["version"], bench, limit, texts)
                     continue
                 result = await bench.run(serving.pool, current.name, limit=limit)
                 await _keep(store, row["version"], result, limit, {"fingerprint": bench.fingerprint()})
-        if pairwise is not None:
-            await _judge_versions(store, serving, pairwise, [r for r in todo if not measured(r, pairwise)], current,
-                                  limit, referee, _JudgeAt(config, judge, judge_model, environ), progress)
+        if pairwise is not None and judging:
+            assert at is not None
+            await _judge_versions(store, serving, pairwise, judging, current, limit, referee, at, progress)
     finally:
         await serving.aclose()
     return [r["version"] for r in chosen]
@@ -182,6 +189,26 @@ class _JudgeAt:
     endpoint: EndpointConfig | None
     model: str | None
     environ: Mapping[str, str]
+
+    @property
+    def name(self) -> str:
+        """The judge as results record it: ``v0``, or the endpoint and model."""
+        if self.endpoint is None:
+            return "v0"
+        return f"{self.endpoint.base_url} {self.model or self.config.model or ''}".strip()
+
+
+def _judge_at(config: RunConfig, judge: EndpointConfig | None, model: str | None,
+              environ: Mapping[str, str]) -> "_JudgeAt":
+    """Who judges: ``judge`` when given; else the base model, served again by a managed run, or at
+    ``critic.endpoint`` (the run's own endpoints serve one model at a time: serving v0 there to
+    judge would leave the user's server on v0)."""
+    if judge is None and not config.managed:
+        judge, model = config.critic.endpoint, config.model
+        if judge is None:
+            raise UserError("on endpoints isheep does not manage, the judge benchmark needs a judge: "
+                            "--judge-endpoint URL (a server of the base model, or any judge), or critic.endpoint")
+    return _JudgeAt(config, judge, model, environ)
 
 
 async def _judge_versions(store: RunStore, serving: Any, bench: JudgeBenchmark, rows: list[Any],
@@ -197,7 +224,8 @@ async def _judge_versions(store: RunStore, serving: Any, bench: JudgeBenchmark, 
                 continue  # the base is even with itself; no answers: it could not be served
             progress(f"{row['version']}: judged against v0 by {referee}")
             result = await bench.compare(party, answers, base, model=row["served_name"], limit=limit)
-            await _keep(store, row["version"], result, limit, {"fingerprint": bench.fingerprint(), "judge": referee})
+            await _keep(store, row["version"], result, limit,
+                        {"fingerprint": bench.fingerprint(), "judge": referee, "max_tokens": bench.max_tokens})
 
 
 async def _judged_base(store: RunStore, bench: JudgeBenchmark, rows: list[Any], limit: int,
@@ -209,7 +237,8 @@ async def _judged_base(store: RunStore, bench: JudgeBenchmark, rows: list[Any], 
         raise UserError(NO_BASE)
     if any(r["version"] == "v0" for r in rows):
         even = BenchResult(bench.name, "v0", {k: 0.5 for k in base}, {"win_rate": 0.5})
-        await _keep(store, "v0", even, limit, {"fingerprint": bench.fingerprint(), "judge": referee})
+        await _keep(store, "v0", even, limit,
+                    {"fingerprint": bench.fingerprint(), "judge": referee, "max_tokens": bench.max_tokens})
     return base
 
 
@@ -251,7 +280,7 @@ async def _serve(swapper: Any, row: Any, current: ServedModel, progress: Progres
         raise UserError(f"could not serve {row['version']} to evaluate it: {exc}") from None
 
 
-async def _keep(store: RunStore, version: str, result: BenchResult, limit: int, extra: dict[str, str]) -> None:
+async def _keep(store: RunStore, version: str, result: BenchResult, limit: int, extra: dict[str, Any]) -> None:
     row = store.model(version)
     benches = json.loads(row["detail"] or "{}").get("benchmarks") or {}
     await store.amend_model(version, {"benchmarks": {**benches, result.bench: {**result.summary(), "limit": limit,

@@ -29,8 +29,12 @@ from typing import Any
 from isheep.runtime.core.config import EvaluationConfig
 from isheep.runtime.core.endpoint import Client
 from isheep.runtime.core.types import ServedModel
-from isheep.runtime.evals import (Benchmark, InstructionsBenchmark, Interval, JudgeBenchmark, Party, SignTest,
+from isheep.runtime.evals import (Benchmark, BenchResult, InstructionsBenchmark, Interval, JudgeBenchmark, Party, SignTest,
                                   paired_difference, sign_test, worse_beyond_doubt)
+
+
+#: Above this share of unreadable verdicts (or failed judge requests) the judge decides nothing.
+UNREADABLE_LIMIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -122,12 +126,18 @@ class Gate:
         """The accepted version that scored highest (the latest of equals)."""
         return max(accepted, key=lambda v: (accepted[v]["interval"]["mean"], v))
 
-    async def judge_pair(self, new: dict[str, Any], best: dict[str, Any], served_name: str) -> dict[str, float]:
-        """The base model's verdicts on the new model's answers against the best's: prompt -> win rate."""
+    async def judge_pair(self, new: dict[str, Any], best: dict[str, Any], served_name: str) -> BenchResult:
+        """The base model's verdicts on the new model's answers against the best's (scores: prompt ->
+        win rate). A result whose verdicts are mostly unreadable (:meth:`usable`) decides nothing."""
         assert self.pairwise is not None and self.judge is not None, "the judge is off"
-        result = await self.pairwise.compare(self.judge, new["answers"]["texts"], best["answers"]["texts"],
-                                             model=served_name, limit=self.config.judge_limit)
-        return result.scores
+        return await self.pairwise.compare(self.judge, new["answers"]["texts"], best["answers"]["texts"],
+                                           model=served_name, limit=self.config.judge_limit)
+
+    @staticmethod
+    def usable(judged: BenchResult) -> bool:
+        """Whether the judge said something readable often enough to count: a judge that fails or
+        rambles would otherwise score every pair a tie, and never reject anything."""
+        return judged.metrics.get("unreadable", 1.0) <= UNREADABLE_LIMIT
 
     def decide(self, new: dict[str, Any], accepted: dict[str, dict[str, Any]],
                judged: dict[str, float] | None = None) -> Decision:

@@ -15,10 +15,16 @@ from typing import Any, Mapping
 CARD = "README.md"
 
 
+def _level(ci: Any) -> str:
+    """An interval's confidence as a share ("95%", "97.5%": the gate's are corrected for its tests)."""
+    return f"{float(ci.get('level', 0.95)) * 100:.4g}%"
+
+
 def _interval(result: Any) -> str:
     try:
         ci = result["interval"]
-        return f"{ci['mean']:.3f} (95% interval {ci['low']:.3f} to {ci['high']:.3f}, {ci['n']} prompts)"
+        return (f"{ci['mean']:.3f} ({_level(ci)} interval {ci['low']:.3f} to {ci['high']:.3f}, "
+                f"{ci['n']} prompts)")
     except (KeyError, TypeError):
         return "unknown"
 
@@ -63,14 +69,18 @@ def render(row: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         lines.append(f"- evaluation gate ({detail['evaluation'].get('bench', '?')}): {_interval(detail['evaluation'])}")
     if gate:
         diff = gate.get("difference") or {}
+        signs = gate.get("sign_test") or {}
         lines.append(f"- gate decision: {gate.get('decision')} against the best so far, {gate.get('best')} "
-                     f"(difference {diff.get('mean', 0):+.3f}, 95% interval {diff.get('low', 0):+.3f} to "
-                     f"{diff.get('high', 0):+.3f})")
+                     f"(difference {diff.get('mean', 0):+.3f}, {_level(diff)} interval {diff.get('low', 0):+.3f} to "
+                     f"{diff.get('high', 0):+.3f}; {signs.get('wins', '?')} prompts better, "
+                     f"{signs.get('losses', '?')} worse, sign test p {signs.get('p_worse', 1):.3g})")
         judged = gate.get("judged") or {}
         if judged.get("win_rate"):
             rate = judged["win_rate"]
+            jsigns = judged.get("sign_test") or {}
             lines.append(f"- judged by {judged.get('judge', '?')} against {gate.get('best')}: win rate "
-                         f"{rate.get('mean', 0):.3f} (95% interval {rate.get('low', 0):.3f} to {rate.get('high', 0):.3f})")
+                         f"{rate.get('mean', 0):.3f} ({_level(rate)} interval {rate.get('low', 0):.3f} to "
+                         f"{rate.get('high', 0):.3f}; sign test p {jsigns.get('p_worse', 1):.3g})")
     for name, result in sorted(results.items()):
         lines.append(f"- {name}: {_interval(result)}")
     return "\n".join(lines) + "\n"

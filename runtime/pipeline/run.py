@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
-from isheep.runtime.core.config import RunConfig
+from isheep.runtime.core.config import RunConfig, missing_trackers
 from isheep.runtime.core.errors import UserError
 from isheep.runtime.core.messages import SeedTask
 from isheep.runtime.core.types import Models, ServedModel
@@ -135,6 +135,9 @@ class Run:
             raise UserError(f"{folder} already holds a run; continue it with --resume {folder}")
         # Inputs first: a bad seed file or template must not leave a half-made run folder.
         inputs = load_inputs(config)
+        missing = missing_trackers(config.trainer.report_to) if config.training_backend() == "trl" else []
+        if missing:  # a resumed run's stored trackers: checked before it trains again
+            raise UserError(f"trainer.report_to: {', '.join(missing)} not installed: pip install 'isheep[trackers]'")
         if config.evaluation.enabled:  # a bad prompt file is refused before anything starts
             load_eval_prompts(config.evaluation.prompts, config.evaluation.limit, default=INSTRUCTIONS)
         serving = await open_serving(config, folder, self.environ, self.progress)

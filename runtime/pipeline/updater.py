@@ -205,9 +205,15 @@ class ModelUpdater:
         if self.gate.pairwise is not None:  # the base model judges the new answers against the best's
             previous, self.stats.state = self.stats.state, "evaluating"
             try:
-                judged = await self.gate.judge_pair(new, accepted[self.gate.best(accepted)], served.name)
+                verdicts = await self.gate.judge_pair(new, accepted[self.gate.best(accepted)], served.name)
             finally:
                 self.stats.state = previous
+            judged = verdicts.scores if self.gate.usable(verdicts) else None
+            if judged is None:
+                self.store.event("evaluation", f"{served.version}: the judge's verdicts could not be read "
+                                               f"({verdicts.metrics.get('unreadable', 1):.0%}, of which "
+                                               f"{verdicts.metrics.get('judge_errors', 0):.0%} failed requests); "
+                                               "decided on the checked benchmark alone", level="warning", round=k)
         decision = self.gate.decide(new, accepted, judged)
         await self._record(checkpoint, served.name, {"gate": decision.as_dict()})
         self.store.event("evaluation", f"{served.version} {decision}", level="warning" if decision.rejected else "info",

@@ -71,6 +71,9 @@ def _tracking(spec: dict[str, Any]) -> dict[str, Any]:
     settings: dict[str, Any] = {"report_to": report_to, "run_name": spec.get("run_name")}
     if "project" in known and spec.get("project"):
         settings["project"] = spec["project"]
+    if "logging_dir" in known and "tensorboard" in report_to and os.environ.get("TENSORBOARD_LOGGING_DIR"):
+        # transformers before 5 reads the folder from logging_dir, not from the environment.
+        settings["logging_dir"] = os.environ["TENSORBOARD_LOGGING_DIR"]
     if "trackio_static_space_id" in known:
         settings["trackio_static_space_id"] = False  # never publish a Space from a round: local files only
     return settings

@@ -97,6 +97,10 @@ def test_eval_of_a_run_keeps_each_versions_results_in_its_lineage(server_factory
 @pytest.mark.parametrize("args, needle", [
     (["--versions", "v7"], "no model version v7 in this run (it has v0, v1)"),
     (["--endpoint", "http://127.0.0.1:9/v1"], "give a run folder, or --endpoint URL --model NAME (not both)"),
+    # Serving v0 on the user's own endpoint to judge would leave it there: a judge must be named.
+    (["--bench", "judge"], "the judge benchmark needs a judge: --judge-endpoint URL"),
+    (["--bench", "judge", "--judge-model", "x"], "--judge-model names the judge at --judge-endpoint"),
+    (["--reference-endpoint", "http://127.0.0.1:9/v1"], "apply to --bench judge"),
 ])
 def test_bad_run_eval_input_is_one_line_and_status_2(server_factory, tmp_path, args, needle):
     server = server_factory(model="test-model-v1")

@@ -115,3 +115,14 @@ def test_a_run_stored_by_an_older_version_loads_without_its_retired_keys(tmp_pat
         load_config(path, environ={})
     with pytest.raises(ConfigError, match=r"--set: evaluation.critic_weight: this key was retired"):
         load_config(overrides={"evaluation.critic_weight": 0.5}, environ={})
+
+
+def test_no_endpoint_key_is_kept_in_the_stored_config():
+    endpoint = {"base_url": "http://judge:8000/v1", "api_key": "sk-inline-secret"}
+    config = load_config(overrides={"critic.model": "base", "critic.endpoint": endpoint,
+                                    "evaluation.judge_endpoint": endpoint,
+                                    "endpoints": [endpoint]}, environ={})
+    stored = config.public_dict()
+    assert "sk-inline-secret" not in str(stored) and "api_key" not in str(stored)
+    again = load_config(base=stored, environ={})
+    assert again.critic.endpoint.api_key is None and again.evaluation.judge_endpoint.api_key is None

@@ -119,3 +119,10 @@ def test_a_stored_gate_result_counts_only_for_the_same_prompts_file(tmp_path):
     prompts.write_text('{"id": "a", "prompt": "Say hello.", "checks": [{"type": "max_words", "value": 5}]}\n')
     assert gate.known(row) is None  # edited since: measured again, never compared across files
     assert Gate(EvaluationConfig(), pool=None).known(row) is None  # type: ignore[arg-type]
+
+
+def test_a_judge_that_cannot_be_read_decides_nothing():
+    from isheep.runtime.evals import BenchResult
+
+    mute = BenchResult("judge", "m", {"a": 0.5}, {"unreadable": 0.9, "judge_errors": 0.9})
+    assert not Gate.usable(mute) and Gate.usable(BenchResult("judge", "m", {"a": 0.0}, {"unreadable": 0.1}))

@@ -13,6 +13,7 @@ from isheep.runtime.evals.judge import _points, load_open_prompts, verdict
 @pytest.mark.parametrize("reply, said", [
     ("A", "A"), ("B", "B"), ("tie", "tie"), ("Tie.", "tie"), ("**B**", "B"), ("Reply A is better.", "A"),
     ("It is a tie: both are fine.", "tie"), ("Answer: B", "B"), ("a tie", "tie"),
+    ("A tie.", "tie"), ("a", "A"), ("b.", "B"), ("Tie - both are fine", "tie"),
     ("Both replies are good.", None), ("", None), ("AB", None), ("Banana", None),
 ])
 def test_a_verdict_is_the_first_of_a_b_or_tie_the_reply_names(reply, said):

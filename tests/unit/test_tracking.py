@@ -69,9 +69,12 @@ def test_a_tracker_that_is_not_installed_is_one_line(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(ConfigError) as err:
         load_config(overrides={"trainer.report_to": ["wandb"]}, environ={})
-    assert str(err.value) == ("config: trainer.report_to: Value error, wandb not installed: "
+    assert str(err.value) == ("config: trainer.report_to: wandb not installed: "
                               "pip install 'isheep[trackers]' (or the package)")
     assert "\n" not in str(err.value)
+    # A run stored with it still loads (to evaluate it, report on it) on a machine without wandb.
+    stored = {"trainer": {"report_to": ["wandb"]}}
+    assert load_config(base=stored, environ={}).trainer.report_to == ["wandb"]
 
 
 # -- what the training job gets -------------------------------------------------------------------
