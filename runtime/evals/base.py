@@ -7,7 +7,9 @@ intervals and paired differences are computed from (:mod:`.stats`), so they are 
 from __future__ import annotations
 
 import abc
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from isheep.runtime.core.endpoint import Client
@@ -50,6 +52,15 @@ class BenchOptions:
     max_tokens: int = 512
     #: Consent to run model-written code (``humaneval``).
     allow_code_execution: bool = False
+
+
+def file_fingerprint(path: Path) -> str:
+    """A prompt file's fingerprint (a hash of its bytes); empty when it cannot be read (loading the
+    prompts then says why in one line)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return ""
 
 
 class Benchmark(abc.ABC):

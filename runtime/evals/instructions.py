@@ -11,7 +11,6 @@ is taken away). The headline score, prompt by prompt, is the strict per-prompt o
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from isheep.prompts import default_path
 from isheep.runtime.core.endpoint import Client, EndpointError
 from isheep.runtime.data.checks import EvalPrompt, load_eval_prompts, loose_checks, run_checks
 
-from .base import BenchResult, Benchmark
+from .base import BenchResult, Benchmark, file_fingerprint
 
 SHIPPED = "benchmarks/instructions.jsonl"
 
@@ -59,11 +58,7 @@ class InstructionsBenchmark(Benchmark):
         self.workers = workers
 
     def fingerprint(self) -> str:
-        source = Path(self.prompts) if self.prompts is not None else default_path(SHIPPED)
-        try:
-            return hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-        except OSError:
-            return ""  # unreadable: loading the prompts says so in one line
+        return file_fingerprint(self.prompts if self.prompts is not None else default_path(SHIPPED))
 
     async def run(self, client: Client, model: str, *, limit: int = 0) -> BenchResult:
         items = load_eval_prompts(self.prompts, limit, default=SHIPPED)

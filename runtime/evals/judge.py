@@ -18,7 +18,6 @@ both when the reference and the judge can be asked at once.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from isheep.runtime.core.errors import UserError
 from isheep.runtime.data.seeds import read_jsonl
 from isheep.runtime.data.templates import read_text
 
-from .base import BenchOptions, BenchResult, Benchmark
+from .base import BenchOptions, BenchResult, Benchmark, file_fingerprint
 
 SHIPPED = "benchmarks/open.jsonl"
 TEMPLATE = "benchmarks/pairwise_judge.txt"
@@ -121,11 +120,7 @@ class JudgeBenchmark(Benchmark):
         return cls(max_tokens=options.max_tokens, workers=options.workers)
 
     def fingerprint(self) -> str:
-        source = Path(self.prompts) if self.prompts is not None else default_path(SHIPPED)
-        try:
-            return hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-        except OSError:
-            return ""
+        return file_fingerprint(self.prompts if self.prompts is not None else default_path(SHIPPED))
 
     async def answers(self, client: Client, model: str, *, limit: int = 0) -> dict[str, str]:
         """The model's greedy answer to each prompt (an empty one where the request failed)."""

@@ -8,11 +8,12 @@ already trained.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from isheep.runtime.core.config import RunConfig
 from isheep.runtime.core.errors import UserError
@@ -203,11 +204,8 @@ class ModelUpdater:
         new = await self._evaluate(served, checkpoint)
         judged = None
         if self.gate.pairwise is not None:  # the base model judges the new answers against the best's
-            previous, self.stats.state = self.stats.state, "evaluating"
-            try:
+            with self._evaluating():
                 verdicts = await self.gate.judge_pair(new, accepted[self.gate.best(accepted)], served.name)
-            finally:
-                self.stats.state = previous
             judged = verdicts.scores if self.gate.usable(verdicts) else None
             if judged is None:
                 self.store.event("evaluation", f"{served.version}: the judge's verdicts could not be read "
@@ -243,13 +241,19 @@ class ModelUpdater:
         known = self.gate.known(self.store.model(model.version))
         return known if known is not None else await self._evaluate(model, None)
 
-    async def _evaluate(self, model: ServedModel, checkpoint: Checkpoint | None) -> dict[str, Any]:
-        assert self.gate is not None
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """The displays say "evaluating" while the gate asks; the state before comes back after."""
         previous, self.stats.state = self.stats.state, "evaluating"
         try:
-            result = await self.gate.measure(model)
+            yield
         finally:
             self.stats.state = previous
+
+    async def _evaluate(self, model: ServedModel, checkpoint: Checkpoint | None) -> dict[str, Any]:
+        assert self.gate is not None
+        with self._evaluating():
+            result = await self.gate.measure(model)
         if checkpoint is not None:
             await self._record(checkpoint, model.name, {"evaluation": result})
         else:  # a model of an earlier round (or the base): add to its lineage row
