@@ -30,9 +30,11 @@ from isheep.runtime.training import TrlBackend
 
 pytestmark = pytest.mark.vllm
 EMBEDDED = str(ROOT / "examples" / "configs" / "embedded.toml")
-# Keep every parseable pair and train briefly: the point is the machinery, not the 135M model's taste.
+# Keep every answered pair, cut answers too, and train briefly: the point is the machinery, not the
+# 135M model's taste. (With cut answers refused, a round of 12 proposals once kept none and so never
+# trained: the run ended before the test could kill it during training.)
 FAST = ["--set", "curator.quality_threshold=0", "--set", "curator.following_threshold=0",
-        "--set", "trainer.epochs=1", "--set", "trainer.max_length=256"]
+        "--set", "responder.drop_truncated=false", "--set", "trainer.epochs=1", "--set", "trainer.max_length=256"]
 
 
 def seed_examples(n: int) -> list[dict]:
@@ -67,7 +69,7 @@ def _training_job(pid: int, deadline: float) -> bool:
 def test_two_rounds_killed_during_training_then_resumed(embedded_model, tmp_path):
     out = tmp_path / "run"
     args = ["run", "--config", EMBEDDED, "--out", str(out), "--rounds", "2", "--round-size", "2",
-            "--max-proposed", "12", "--quiet", *FAST]
+            "--max-proposed", "24", "--quiet", *FAST]
     proc = subprocess.Popen(isheep_cmd(*args), env=clean_environ(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 900
     while time.time() < deadline and not _db_state(out / "isheep.db",
