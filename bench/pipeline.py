@@ -6,7 +6,9 @@ items, an answer, two assessments) with the same concurrency and no runtime at a
 queues, store, dedup, parsing or accounting. Runs alternate (bare, runtime, bare, runtime...)
 in one process so both see the same machine. Prints items/s of each, their ratio, and the
 RSS growth of the runtime over the run (targets: at least 1,000 items/s; under 50 MB growth
-over 20,000 items).
+over 20,000 items). Each repeat also runs the runtime with a fixed limit per endpoint
+(``client.adaptive = false``, the runtime before its concurrency controller) beside the default
+adaptive one and prints adaptive/fixed (target: at least 1.0 within noise).
 
     python bench/pipeline.py [--items 20000] [--repeats 2]
 """
@@ -65,7 +67,8 @@ async def bare_client(url: str, items: int) -> float:
     return items / elapsed
 
 
-async def runtime(url: str, items: int, folder: Path, monitor: bool = False) -> tuple[float, float, float]:
+async def runtime(url: str, items: int, folder: Path, monitor: bool = False,
+                  adaptive: bool = True) -> tuple[float, float, float]:
     """Items/s of a real run, and RSS (MiB) after the first tenth of the items and at the end.
 
     With ``monitor``, the Textual monitor runs in the same loop (headless driver, 120x40),
@@ -78,7 +81,7 @@ async def runtime(url: str, items: int, folder: Path, monitor: bool = False) -> 
         # The same chat requests as the bare client sends (the recipe's plain-text requests cost the
         # server alike; what differs between the two sides must be the runtime alone).
         "close_on": "kept", "proposer.api": "chat", "responder.base_api": "chat", "critic.style": "judge",
-        "critic.api": "chat"}, environ={})
+        "critic.api": "chat", "client.adaptive": adaptive}, environ={})
     process = psutil.Process()
     marks: dict[str, float] = {}
     holder: dict = {}
@@ -131,10 +134,12 @@ def main() -> None:
             for repeat in range(args.repeats):
                 bare = runner(bare_client(server.url, args.items))
                 rate, rss_start, rss_end = runner(runtime(server.url, args.items, Path(tmp) / f"run{repeat}"))
-                rows.append((bare, rate, rss_end - rss_start))
+                fixed, _, _ = runner(runtime(server.url, args.items, Path(tmp) / f"fixed{repeat}", adaptive=False))
+                rows.append((bare, rate, rss_end - rss_start, fixed))
                 print(f"run {repeat + 1}: bare client {bare:,.0f} items/s | runtime {rate:,.0f} items/s "
                       f"(ratio {rate / bare:.2f}) | runtime RSS {rss_start:.0f} -> {rss_end:.0f} MiB "
-                      f"(+{rss_end - rss_start:.1f} MiB over {args.items - args.items // 10:,} items)", flush=True)
+                      f"(+{rss_end - rss_start:.1f} MiB over {args.items - args.items // 10:,} items) | "
+                      f"fixed limit {fixed:,.0f} items/s (adaptive/fixed {rate / fixed:.2f})", flush=True)
                 if args.monitor:
                     watched, _, _ = runner(runtime(server.url, args.items, Path(tmp) / f"tui{repeat}", monitor=True))
                     monitored.append((rate, watched))
@@ -145,7 +150,8 @@ def main() -> None:
     best = max(r[1] for r in rows)
     growth = max(r[2] for r in rows)
     print(f"runtime: {best:,.0f} items/s (target >= 1,000); runtime/bare ratio "
-          f"{sum(r[1] / r[0] for r in rows) / len(rows):.2f}; worst RSS growth {growth:.1f} MiB (target < 50)")
+          f"{sum(r[1] / r[0] for r in rows) / len(rows):.2f}; worst RSS growth {growth:.1f} MiB (target < 50); "
+          f"adaptive/fixed limit {sum(r[1] / r[3] for r in rows) / len(rows):.2f} (target >= 1.0)")
     if monitored:
         print(f"monitor open / headless: {sum(w / h for h, w in monitored) / len(monitored):.3f} (target >= 0.95)")
 

@@ -96,6 +96,11 @@ class ClientConfig(_Section):
     backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles each retry, with jitter.")
     backoff_max_s: float = Field(30.0, ge=0, description="Largest retry delay.")
     rate_limit: int = Field(0, ge=0, description="Requests per second across all endpoints (0: no limit).")
+    adaptive: bool = Field(True, description=(
+        "Learn each endpoint's requests in flight from its own signals (vLLM's /metrics; else tokens/s, latency "
+        "and 429s), max_in_flight being the ceiling; off: always max_in_flight."))
+    start_in_flight: int = Field(8, ge=1, description="Requests in flight an adaptive endpoint starts at.")
+    control_interval_s: float = Field(1.0, gt=0, le=60, description="How often the adaptive limits are updated.")
 
 
 class ProposerConfig(_Section):

@@ -8,10 +8,13 @@ and checks each decision.
 The aim is a server that is never idle for want of requests and never thrashing for too many:
 
 - **With the server's own signals** (vLLM's ``/metrics``): requests *waiting* in its queue mean
-  it is saturated, so the limit holds where it is (the queue keeps the batch full). Nothing
-  waiting while the runtime has its whole limit in flight means the runtime is the bottleneck:
-  the limit grows (doubling until the first saturation, then by a step). Preemptions, or a KV
-  cache near full, mean too many sequences for the cache: the limit shrinks.
+  it is saturated, so the limit holds where it is (a short queue keeps the batch full); a queue
+  longer than ``queue_share`` of what the engine runs only adds latency, so the limit is trimmed
+  towards the engine's batch. Nothing waiting while the runtime wants its whole limit in flight
+  means the runtime is the bottleneck: the limit grows (doubling until the first saturation,
+  then by a step), but only once the engine has taken up what was sent (its running count
+  lags the requests on the wire, and doubling blind overshoots). Preemptions, or a KV cache near
+  full, mean too many sequences for the cache: the limit shrinks.
 - **Without them** (a hosted API): a hill climb on generated tokens/s. The limit grows while
   throughput grows; when a rise brings no more throughput it goes back to the best limit seen,
   and when latency climbs past ``latency_limit`` times the best seen, to the limit before.
@@ -35,6 +38,7 @@ class Observation:
     """
 
     t: float
+    #: The runtime's requests in flight to the endpoint now.
     in_flight: int
     generated: int
     running: int | None = None
@@ -49,6 +53,13 @@ class Observation:
     retry_after: float | None = None
     #: Median seconds of the requests finished since the last observation (None: none finished).
     latency: float | None = None
+    #: The most requests the runtime had in flight or waiting for a slot since the last observation
+    #: (None: ``in_flight``): whether the runtime wanted its whole limit.
+    demand: int | None = None
+
+    @property
+    def wanted(self) -> int:
+        return self.in_flight if self.demand is None else max(self.demand, self.in_flight)
 
 
 @dataclass
@@ -67,6 +78,10 @@ class ControllerConfig:
     backoff: float = 0.7
     #: KV-cache use above which the server is taken to be full.
     kv_full: float = 0.95
+    #: A queue longer than this share of the engine's running requests is trimmed.
+    queue_share: float = 0.25
+    #: Grow only once the engine runs (or queues) this share of the requests in flight.
+    admitted: float = 0.5
     #: A rise that gains less than this share of tokens/s did not pay (hill climb).
     min_gain: float = 0.05
     #: Latency above this multiple of the best seen means the endpoint is overloaded (hill climb).
@@ -116,7 +131,7 @@ class ConcurrencyController:
 
     def _shrink(self, why: str, obs: Observation) -> int:
         self._slow_start = False
-        self.limit = self._clamp(min(self.limit, max(obs.in_flight, 1)) * self.config.backoff)
+        self.limit = self._clamp(min(self.limit, max(obs.wanted, 1)) * self.config.backoff)
         self.reason = why
         return self.limit
 
@@ -133,21 +148,31 @@ class ConcurrencyController:
             self.saturated = True
             return self._shrink("preemptions" if preempted else "KV cache full", obs)
         self.saturated = bool(obs.waiting)
+        engine = obs.running or 0
         if obs.waiting:
             # A queue keeps the server's batch full: more in flight would only wait longer.
             self._slow_start = False
+            if engine and obs.waiting > self.config.queue_share * engine:
+                trimmed = max(engine * (1 + self.config.queue_share), self.limit * self.config.backoff)
+                if trimmed < self.limit:
+                    self.limit = self._clamp(trimmed)
+                    self.reason = "queue trimmed"
+                    return self.limit
             self.reason = "saturated"
             return self.limit
-        if obs.in_flight >= self.limit:
-            return self._grow("server has room")
-        self.reason = "holding: the runtime has fewer requests than the limit"
-        return self.limit
+        if obs.wanted < self.limit:
+            self.reason = "holding: the runtime has fewer requests than the limit"
+            return self.limit
+        if obs.running is not None and engine < self.config.admitted * min(obs.in_flight, self.limit):
+            self.reason = "holding: the engine has not taken up the requests sent yet"
+            return self.limit
+        return self._grow("server has room")
 
     def _hill_climb(self, obs: Observation, last: Observation) -> int:
         rate = (obs.generated - last.generated) / (obs.t - last.t)
         if obs.latency is not None:
             self._best_latency = obs.latency if self._best_latency is None else min(self._best_latency, obs.latency)
-        if obs.in_flight < self.limit:
+        if obs.wanted < self.limit:
             self.reason = "holding: the runtime has fewer requests than the limit"
             return self.limit
         previous = self._rates.get(self.limit)

@@ -18,6 +18,7 @@ from isheep.runtime.core.errors import ConfigError
 from .api import ServerApi
 from .endpoints import EndpointPool
 from .endpoints.managed import ManagedEndpoint
+from .metrics import ServerMetrics
 from .models import resolve_model
 from .placement import replica_configs
 from .server import ManagedServer, detect_device
@@ -63,7 +64,8 @@ def _managed_pool(servers: list[ManagedServer], config: RunConfig) -> EndpointPo
     cap = config.server.max_in_flight
     return EndpointPool([(ManagedEndpoint(server, timeout_s=config.client.timeout_s,
                                           connect_timeout_s=config.client.connect_timeout_s, max_in_flight=cap), cap)
-                         for server in servers], config.client)
+                         for server in servers], config.client,
+                        metrics=ServerMetrics([s.url for s in servers], [s.api_key for s in servers]))
 
 
 def build_swapper(strategy: str, config: RunConfig, api: ServerApi | None, server: ManagedServer | None,

@@ -20,6 +20,7 @@ _WANTED = {
     "vllm:num_requests_running": "running",
     "vllm:num_requests_waiting": "waiting",
     "vllm:kv_cache_usage_perc": "kv_cache",
+    "vllm:num_preemptions_total": "preemptions",
 }
 _LINE = re.compile(r"^(vllm:[a-z_]+)(?:\{[^}]*\})?\s+([0-9.eE+-]+)$", re.MULTILINE)
 
@@ -48,15 +49,28 @@ class ServerMetrics:
     """Polls the /metrics route of every endpoint that has one (and stops asking those that don't)."""
 
     def __init__(self, base_urls: list[str], api_keys: list[str | None]) -> None:
-        self._targets = [(url.rsplit("/v1", 1)[0] + "/metrics", key) for url, key in zip(base_urls, api_keys)]
+        self._targets = [(base, base.rsplit("/v1", 1)[0] + "/metrics", key) for base, key in zip(base_urls, api_keys)]
         self._dead: set[str] = set()
+
+    @property
+    def exposed(self) -> bool:
+        """Some endpoint may still have the route (none has said it lacks it)."""
+        return any(url not in self._dead for _, url, _ in self._targets)
 
     async def read(self) -> dict[str, float]:
         """The wanted series, summed over every endpoint that answers (the rest are asked again later)."""
         total: dict[str, float] = {}
+        for values in (await self.read_each()).values():
+            for k, v in values.items():
+                total[k] = _combine(k, total.get(k), v)
+        return total
+
+    async def read_each(self) -> dict[str, dict[str, float]]:
+        """The wanted series of each endpoint that answers, by its base URL."""
+        out: dict[str, dict[str, float]] = {}
         timeout = aiohttp.ClientTimeout(total=3)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            for url, key in self._targets:
+            for base, url, key in self._targets:
                 if url in self._dead:
                     continue
                 headers = {"Authorization": f"Bearer {key}"} if key else None
@@ -68,6 +82,6 @@ class ServerMetrics:
                     continue  # a restarting server: ask again next time
                 if not values:
                     self._dead.add(url)
-                for k, v in values.items():
-                    total[k] = _combine(k, total.get(k), v)
-        return total
+                    continue
+                out[base] = values
+        return out

@@ -103,6 +103,11 @@ class Behaviour:
     reload_fails: str = ""  # reloading weights from a path containing this answers HTTP 500 ("" never)
     answer_suffix: str = ""  # appended to every answer (two servers whose answers differ in length)
     pairwise: str = "longer"  # a pairwise judge's verdict: the longer reply (equal: tie), or always "first"
+    # Like an engine's batch: at most this many requests are worked on (delay_s each) at once, the rest
+    # queue (0: no limit); with `metrics`, GET /metrics reports them as vLLM does (running, waiting,
+    # generated tokens, a KV-cache share of running/batch).
+    batch: int = 0
+    metrics: bool = False
 
 
 class TestServer:
@@ -116,6 +121,10 @@ class TestServer:
         self.answered: Counter[str] = Counter()
         self.written: set[str] = set()  # every instruction this server proposed
         self.admin = AdminRoutes(behaviour)  # vLLM's dev-mode routes and the weights they change
+        self.running = 0
+        self.waiting = 0
+        self.generated = 0
+        self._batch: asyncio.Semaphore | None = None
 
     # -- content -----------------------------------------------------------------------------
     def _word(self) -> str:
@@ -219,6 +228,7 @@ class TestServer:
         else:
             choice["text"] = text
         self.stats["ok"] += 1
+        self.generated += len(text) // 4
         return web.json_response({
             "id": f"cmpl-{self.counter}", "object": "chat.completion" if kind == "chat" else "text_completion",
             "created": int(time.time()), "model": model, "choices": [choice],
@@ -235,9 +245,37 @@ class TestServer:
         if body.get("model") != self.behaviour.model:
             return None, web.json_response({"error": {"message": f"model {body.get('model')} not found"}},
                                            status=404)
-        if self.behaviour.delay_s:
-            await asyncio.sleep(self.behaviour.delay_s * (0.5 + self.rng.random()))
+        await self._work()
         return body, None
+
+    async def _work(self) -> None:
+        """The request's time on the engine: delay_s, in a batch of at most ``batch`` when set."""
+        if self.behaviour.batch and self._batch is None:
+            self._batch = asyncio.Semaphore(self.behaviour.batch)
+        batch = self._batch if self.behaviour.batch else None
+        self.waiting += 1
+        if batch is not None:
+            await batch.acquire()
+        self.waiting -= 1
+        self.running += 1
+        try:
+            if self.behaviour.delay_s:
+                await asyncio.sleep(self.behaviour.delay_s * (0.5 + self.rng.random()))
+        finally:
+            self.running -= 1
+            if batch is not None:
+                batch.release()
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        if not self.behaviour.metrics:
+            return web.Response(status=404, text="404: Not Found")
+        kv = self.running / self.behaviour.batch if self.behaviour.batch else 0.0
+        lines = [f"vllm:num_requests_running{{engine=\"0\"}} {self.running}",
+                 f"vllm:num_requests_waiting{{engine=\"0\"}} {self.waiting}",
+                 f"vllm:kv_cache_usage_perc{{engine=\"0\"}} {0.9 * kv}",
+                 f"vllm:generation_tokens_total{{engine=\"0\"}} {self.generated}",
+                 f"vllm:num_preemptions_total{{engine=\"0\"}} 0"]
+        return web.Response(text="\n".join(lines) + "\n")
 
     def judge_pair(self, prompt: str) -> str:
         """A pairwise verdict: the longer reply wins (a tie when equal), or always the first one."""
@@ -347,6 +385,7 @@ class TestServer:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_post("/_control", self.control)
         app.router.add_get("/_stats", self.get_stats)
         self.admin.attach(app)

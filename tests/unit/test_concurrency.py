@@ -31,17 +31,43 @@ def test_rising_load_doubles_until_the_server_queues_then_holds():
     controller = ConcurrencyController()
     limits = _replay(controller, _vllm(capacity=48), 10)
     assert limits[:5] == [4, 8, 16, 32, 64]  # the first observation only sets the baseline
-    assert limits[5:] == [64] * 5 and controller.saturated and controller.reason == "saturated"
+    # At 64 the engine runs 48 and queues 16: more than a quarter of its batch waiting only adds
+    # latency, so the limit is trimmed to the batch and a short queue (60), and holds there.
+    assert limits[5:] == [60] * 5 and controller.saturated and controller.reason == "saturated"
+
+
+def test_a_long_queue_is_trimmed_step_by_step_towards_the_engines_batch():
+    controller = ConcurrencyController(ControllerConfig(ceiling=1024), limit=512)
+    seen = [controller.observe(Observation(t=float(t), in_flight=512, generated=100 * t, running=120, waiting=392,
+                                           kv_cache=0.7, preemptions=0)) for t in range(8)]
+    assert seen == [512, 358, 250, 175, 150, 150, 150, 150]  # x0.7 each time, down to 120 x 1.25
+    assert controller.reason == "saturated"
+
+
+def test_growth_waits_until_the_engine_has_taken_up_what_was_sent():
+    # Recorded on vLLM-CPU: 256 requests sent, the engine running 64 of them and queueing none yet
+    # (the others are still being received and tokenized). Doubling now would be blind.
+    controller = ConcurrencyController(ControllerConfig(ceiling=1024), limit=256)
+    controller.observe(Observation(t=0.0, in_flight=256, generated=0, running=64, waiting=0, kv_cache=0.35))
+    assert controller.observe(Observation(t=1.0, in_flight=256, generated=500, running=64, waiting=0,
+                                          kv_cache=0.35)) == 256
+    assert controller.reason.startswith("holding: the engine")
+    assert controller.observe(Observation(t=2.0, in_flight=256, generated=900, running=250, waiting=0,
+                                          kv_cache=0.9)) == 512
 
 
 def test_after_the_first_saturation_it_grows_by_steps():
     controller = ConcurrencyController()
     server = _vllm(capacity=48)
-    _replay(controller, server, 6)  # saturated at 64
-    room = Observation(t=100.0, in_flight=64, generated=10**6, running=64, waiting=0, kv_cache=0.5, preemptions=0)
-    controller.observe(room)
-    assert controller.observe(Observation(t=101.0, in_flight=64, generated=10**6 + 640, running=64, waiting=0,
-                                          kv_cache=0.5, preemptions=0)) == 66
+    _replay(controller, server, 6)  # saturated, trimmed to 60
+    limit = controller.limit
+
+    def room(t: float) -> Observation:
+        return Observation(t=t, in_flight=controller.limit, generated=int(t) * 1000, running=controller.limit,
+                           waiting=0, kv_cache=0.5, preemptions=0)
+
+    assert controller.observe(room(100.0)) == limit + 2
+    assert controller.observe(room(101.0)) == limit + 4
 
 
 def test_preemptions_and_a_full_kv_cache_shrink_the_limit():
@@ -68,6 +94,14 @@ def test_the_limit_holds_when_the_runtime_has_fewer_requests_than_it_allows():
     server = _vllm(capacity=64)
     controller.observe(server(0.0, 3, 0))
     assert controller.observe(server(1.0, 3, 30)) == 16 and controller.reason.startswith("holding")
+
+
+def test_a_runtime_that_wanted_more_than_it_had_in_flight_at_the_instant_still_grows():
+    # Between two observations the runtime had requests waiting for a slot (demand), though at
+    # the instant of the reading a slot had just freed: it is limit-bound, so the limit grows.
+    controller = ConcurrencyController(limit=8)
+    controller.observe(Observation(t=0.0, in_flight=7, generated=0, running=7, waiting=0, demand=20))
+    assert controller.observe(Observation(t=1.0, in_flight=7, generated=80, running=7, waiting=0, demand=20)) == 16
 
 
 def test_ceiling_and_floor_are_respected():

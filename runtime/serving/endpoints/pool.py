@@ -1,5 +1,6 @@
-"""A pool of endpoints: least-in-flight choice, a cap on requests in flight per endpoint, an
-optional request rate (asyncio-throttle), and bounded retries that move to another endpoint.
+"""A pool of endpoints: least-in-flight choice, a limit on requests in flight per endpoint
+(learned from the server's signals by a concurrency controller, or fixed), an optional request
+rate (asyncio-throttle), and bounded retries that move to another endpoint.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping, Protocol
 
 from asyncio_throttle import Throttler
 
@@ -17,9 +18,12 @@ from isheep.runtime.core.config import ClientConfig, EndpointConfig
 from isheep.runtime.core.endpoint import Client
 from isheep.runtime.core.errors import EndpointUnavailable
 
+from ..concurrency import ConcurrencyController, ControllerConfig
 from .base import Completion, Endpoint, EndpointError
 from .errors import ignores_schema, key_refused, refused_feature
 from .http import HttpEndpoint
+from .slots import Slots
+from .window import Window
 
 
 def endpoint_kind(name: str) -> type[Endpoint]:
@@ -36,7 +40,14 @@ class EndpointStats:
     """Counters of one endpoint, read by the progress display and the monitor."""
 
     url: str
+    #: The most requests in flight it may ever get (``max_in_flight``).
     capacity: int
+    #: Requests in flight allowed now (the controller's limit; ``capacity`` when not adaptive).
+    limit: int = 0
+    #: Why the limit is what it is (the controller's last reason).
+    limit_reason: str = ""
+    #: The server reported a queue (or a full KV cache) at the last observation.
+    saturated: bool = False
     in_flight: int = 0
     requests: int = 0
     failures: int = 0
@@ -51,9 +62,18 @@ class EndpointStats:
 class _Member:
     endpoint: Endpoint
     stats: EndpointStats
-    slots: asyncio.Semaphore = field(repr=False)
+    slots: Slots = field(repr=False)
+    #: None: a fixed limit of ``stats.capacity``.
+    control: ConcurrencyController | None = field(default=None, repr=False)
+    window: Window = field(default_factory=Window, repr=False)
     #: Features this endpoint refused (``completions``, ``response_format``): never asked of it again.
     refused: set[str] = field(default_factory=set)
+
+
+class MetricsSource(Protocol):
+    """Reads each endpoint's own counters (:class:`~isheep.runtime.serving.metrics.ServerMetrics`)."""
+
+    async def read_each(self) -> dict[str, dict[str, float]]: ...
 
 
 RetryHook = Callable[[EndpointError, str, int, float], None]
@@ -73,21 +93,24 @@ class EndpointPool(Client):
 
     Args:
         endpoints: (endpoint, requests in flight at most) pairs; at least one.
-        client: Retries, backoff and the request rate across the pool.
+        client: Retries, backoff, the request rate across the pool, and whether each
+            endpoint's limit adapts (``client.adaptive``: its concurrency controller is fed
+            every ``client.control_interval_s`` by a task the pool starts with its first request
+            and stops in :meth:`aclose`).
         on_retry: Called before each retry with the error, the endpoint's URL, the attempt
             number and the delay.
+        metrics: The endpoints' own counters (vLLM's /metrics) for their controllers; without
+            them each controller climbs on the tokens/s and latency the pool measures.
 
     Raises:
         ValueError: no endpoint given.
     """
 
     def __init__(self, endpoints: list[tuple[Endpoint, int]], client: ClientConfig,
-                 on_retry: RetryHook | None = None) -> None:
+                 on_retry: RetryHook | None = None, metrics: MetricsSource | None = None) -> None:
         if not endpoints:
             raise ValueError("an endpoint pool needs at least one endpoint")
-        self._members = [
-            _Member(ep, EndpointStats(ep.base_url, cap), asyncio.Semaphore(cap)) for ep, cap in endpoints
-        ]
+        self._members = [self._member(ep, cap, client) for ep, cap in endpoints]
         self._client = client
         self._throttler = Throttler(rate_limit=client.rate_limit, period=1.0) if client.rate_limit else None
         self._on_retry = on_retry
@@ -98,17 +121,32 @@ class EndpointPool(Client):
         self._holders = 0
         self._dropped: list[_Member] = []
         self.on_drop: DropHook | None = None
+        self._metrics = metrics
+        self._control: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _member(endpoint: Endpoint, cap: int, client: ClientConfig) -> _Member:
+        control = None
+        if client.adaptive:
+            control = ConcurrencyController(ControllerConfig(start=min(client.start_in_flight, cap), ceiling=cap))
+        limit = control.limit if control is not None else cap
+        return _Member(endpoint, EndpointStats(endpoint.base_url, cap, limit=limit,
+                                               limit_reason="start" if control else "fixed (client.adaptive off)"),
+                       Slots(limit), control)
 
     @classmethod
     def from_config(cls, endpoints: list[EndpointConfig], client: ClientConfig, environ: Mapping[str, str],
                     on_retry: RetryHook | None = None) -> "EndpointPool":
+        from ..metrics import ServerMetrics  # not at the top: metrics imports this package
+
         built = []
         for cfg in endpoints:
             kind = endpoint_kind(cfg.kind)
             built.append((kind(cfg.base_url, cfg.resolved_key(environ), timeout_s=client.timeout_s,
                                connect_timeout_s=client.connect_timeout_s, max_in_flight=cfg.max_in_flight),
                           cfg.max_in_flight))
-        return cls(built, client, on_retry)
+        metrics = ServerMetrics([cfg.base_url for cfg in endpoints], [cfg.resolved_key(environ) for cfg in endpoints])
+        return cls(built, client, on_retry, metrics=metrics)
 
     @property
     def stats(self) -> list[EndpointStats]:
@@ -124,6 +162,42 @@ class EndpointPool(Client):
 
     def set_retry_hook(self, hook: RetryHook | None) -> None:
         self._on_retry = hook
+
+    @property
+    def adaptive(self) -> bool:
+        return any(m.control is not None for m in self._members)
+
+    @property
+    def saturated(self) -> bool:
+        """Some endpoint reported a queue, or a full KV cache, at its last observation."""
+        return any(m.stats.saturated for m in self._members)
+
+    @property
+    def limit(self) -> int:
+        """Requests the pool may have in flight now, over all its endpoints."""
+        return sum(m.slots.limit for m in self._members)
+
+    def regulate(self, t: float, server: Mapping[str, Mapping[str, float]] | None = None) -> None:
+        """One observation of every endpoint at ``t`` (monotonic seconds): each controller sets its limit.
+
+        Args:
+            t: Now, on the clock of ``time.monotonic()`` (a ``Retry-After`` pauses relative to it).
+            server: Each endpoint's own counters by URL (vLLM's /metrics); absent for those without.
+        """
+        for member in self._members:
+            window, member.window = member.window, Window()
+            control = member.control
+            if control is None:
+                if window.retry_after:
+                    member.slots.pause_until(t + window.retry_after)
+                continue
+            obs = window.observation(t, member.stats.in_flight, member.stats.completion_tokens,
+                                     (server or {}).get(member.stats.url) or {})
+            member.slots.set_limit(control.observe(obs))
+            if control.paused_until > t:
+                member.slots.pause_until(control.paused_until)
+            member.stats.limit, member.stats.limit_reason = control.limit, control.reason
+            member.stats.saturated = control.saturated
 
     def remove(self, url: str) -> None:
         """Take the endpoint at ``url`` out: no request goes to it again.
@@ -155,6 +229,23 @@ class EndpointPool(Client):
             self._holders -= 1
             if not self._holders:
                 self._open.set()
+
+    async def _regulating(self) -> None:
+        """The control loop: observe every endpoint each interval (a failed read only skips its metrics)."""
+        metrics = self._metrics
+        while True:
+            await asyncio.sleep(self._client.control_interval_s)
+            server: dict[str, dict[str, float]] = {}
+            if metrics is not None:
+                try:
+                    server = await metrics.read_each()
+                except Exception:  # noqa: BLE001 - a metrics hiccup must not stop requests
+                    server = {}
+            self.regulate(time.monotonic(), server)
+
+    def _start_control(self) -> None:
+        if self._control is None and self.adaptive:
+            self._control = asyncio.get_running_loop().create_task(self._regulating(), name="pool-control")
 
     # -- requests ----------------------------------------------------------------------------
     async def chat(self, body: dict[str, Any]) -> Completion:
@@ -188,7 +279,7 @@ class EndpointPool(Client):
         self._turn += 1
         # Least in flight relative to capacity; the rotating tie-break spreads an idle pool.
         order = self._members
-        return min(healthy, key=lambda m: (m.stats.in_flight / m.stats.capacity,
+        return min(healthy, key=lambda m: (m.slots.load,
                                            (order.index(m) - self._turn) % len(order)))
 
     async def _call(self, method: str, body: dict[str, Any]) -> Completion:
@@ -204,16 +295,21 @@ class EndpointPool(Client):
         attempt = 0
         avoid: _Member | None = None
         needs = _NEEDS[method == "complete", "response_format" in body]
+        if self._control is None:
+            self._start_control()
         while True:
             await self._open.wait()
             member = self._pick(avoid, needs)
             stats = member.stats
             try:
-                async with member.slots:
+                member.window.wanted(member.slots.used + 1, member.slots.waiting)
+                await member.slots.acquire()
+                try:
                     if self._throttler is not None:
                         await self._throttler.acquire()
                     stats.in_flight += 1
                     stats.requests += 1
+                    started = time.monotonic()
                     try:
                         result: Completion = await getattr(member.endpoint, method)(body)
                     except EndpointUnavailable as gone:
@@ -225,6 +321,9 @@ class EndpointPool(Client):
                         continue
                     finally:
                         stats.in_flight -= 1
+                    member.window.latencies.append(time.monotonic() - started)
+                finally:
+                    member.slots.release()
                 stats.prompt_tokens += result.prompt_tokens
                 stats.completion_tokens += result.completion_tokens
                 self._check_model(body, result)
@@ -235,6 +334,7 @@ class EndpointPool(Client):
             except EndpointError as err:
                 stats.failures += 1
                 stats.last_error = str(err)[:200]
+                member.window.failed(err)
                 refused = key_refused(stats.url, err.status)
                 if refused is not None:
                     raise refused from None
@@ -308,5 +408,9 @@ class EndpointPool(Client):
         return model
 
     async def aclose(self) -> None:
+        if self._control is not None:
+            self._control.cancel()
+            await asyncio.gather(self._control, return_exceptions=True)
+            self._control = None
         members = self._members + self._dropped
         await asyncio.gather(*(m.endpoint.aclose() for m in members), return_exceptions=True)
