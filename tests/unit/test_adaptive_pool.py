@@ -164,3 +164,18 @@ async def test_rate_limits_shrink_the_limit_and_retry_after_pauses_new_requests(
         assert time.monotonic() - now >= 0.45, time.monotonic() - started
     finally:
         await pool.aclose()
+
+
+# -- what a hosted API asks ----------------------------------------------------------------------
+def test_the_wait_a_server_asks_for_is_read_from_retry_after_or_the_rate_limit_reset():
+    import email.utils
+
+    from isheep.runtime.serving.endpoints.errors import parse_reset, wait_asked
+
+    assert wait_asked(429, {"Retry-After": "2.5"}) == 2.5
+    in_ten = email.utils.formatdate(time.time() + 10, usegmt=True)
+    assert 8 <= wait_asked(503, {"Retry-After": in_ten}) <= 10
+    # No Retry-After on a 429: the later reset of the exhausted limits (OpenAI's duration form).
+    assert wait_asked(429, {"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0.5s"}) == 360.5
+    assert wait_asked(500, {"x-ratelimit-reset-requests": "1s"}) is None  # only a rate limit says so
+    assert [parse_reset(v) for v in ("20ms", "1m30s", "7", "soon", "", "5x")] == [0.02, 90.0, 7.0, None, None, None]

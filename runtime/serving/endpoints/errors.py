@@ -9,8 +9,10 @@ the same name and the same retry decision whichever client met it.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import re
+import time
 from typing import Any
 
 import aiohttp
@@ -30,13 +32,50 @@ def status_error(status: int, detail: str, retry_after: float | None = None) -> 
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (an HTTP date, rare from model servers, gives None)."""
+    """Seconds from a ``Retry-After`` header: a number of seconds, or an HTTP date."""
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_reset(value: str | None) -> float | None:
+    """Seconds from a rate-limit reset header: ``20ms``, ``1s``, ``6m0s`` (OpenAI's form) or plain seconds."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        return None
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def wait_asked(status: int, headers: Any) -> float | None:
+    """How long the server asked us to wait: ``Retry-After``, else on a 429 the reset of the
+    exhausted rate limit (``x-ratelimit-reset-requests`` / ``-tokens``, the later of the two)."""
+    asked = parse_retry_after(headers.get("Retry-After"))
+    if asked is not None or status != 429:
+        return asked
+    resets = [parse_reset(headers.get(name)) for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
+    known = [r for r in resets if r is not None]
+    return max(known) if known else None
 
 
 _SCHEMA_WORDS = re.compile(r"response_format|json|schema|grammar", re.IGNORECASE)
@@ -86,8 +125,7 @@ async def send(session: aiohttp.ClientSession, method: str, url: str, *, body: A
         async with session.request(method, url, data=data, params=params, headers=headers) as resp:
             raw = await resp.read()
             if not 200 <= resp.status < 300:
-                raise status_error(resp.status, raw.decode("utf-8", "replace"),
-                                   parse_retry_after(resp.headers.get("Retry-After")))
+                raise status_error(resp.status, raw.decode("utf-8", "replace"), wait_asked(resp.status, resp.headers))
             return raw
     except asyncio.TimeoutError:
         raise EndpointError("timeout", url, retryable=True) from None

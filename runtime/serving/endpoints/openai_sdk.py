@@ -13,7 +13,7 @@ import httpx
 import openai
 
 from .base import Completion, Endpoint, EndpointError, completion_from_json
-from .errors import parse_json, status_error
+from .errors import parse_json, status_error, wait_asked
 
 # Parameters the SDK accepts by name; anything else (vLLM's extras) travels in extra_body.
 _CHAT_PARAMS = {"model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "stop",
@@ -53,7 +53,8 @@ class OpenAIEndpoint(Endpoint):
         except openai.APIConnectionError as exc:
             raise EndpointError("connection", f"{self.base_url}: {exc}", retryable=True) from None
         except openai.APIStatusError as exc:
-            raise status_error(exc.status_code, str(exc.message)) from None
+            raise status_error(exc.status_code, str(exc.message), wait_asked(exc.status_code, exc.response.headers)) \
+                from None
 
     async def _call(self, coro_factory) -> Any:
         with self._mapped():
