@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from isheep.runtime.core.progress import describe_training
+from isheep.runtime.core.progress import add_budgets, describe_budget, describe_training
 
 from .curation import CurationPanel
 from .header import RunHeader
@@ -175,6 +175,10 @@ class MonitorApp(App[None]):
                        + (f"; not kept: {reasons}" if reasons else ""))
         if snapshot.state == "training" and snapshot.training:
             summary += f"\ntraining: {describe_training(snapshot.training)}"
+        if snapshot.budget_sessions:
+            sessions = snapshot.budget_sessions
+            title = "time budget" if len(sessions) == 1 else f"time budget, {len(sessions)} sessions"
+            summary += f"\n{describe_budget(add_budgets(sessions), title=title)}"
         if snapshot.last_error:
             summary += f"\nlast problem: {snapshot.last_error[:120]}"
         self.query_one("#overview-summary", Static).update(summary)

@@ -80,6 +80,8 @@ class Snapshot:
     last_error: str = ""
     #: (time, {"generated", "prompted", "proposer", ...: cumulative counts}) points, oldest first.
     series: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    #: Where each session's wall time went, oldest first (``TimeBudget.to_dict``; empty: not known).
+    budget_sessions: list[dict[str, Any]] = field(default_factory=list)
 
     def current(self) -> RoundView | None:
         return self.rounds[-1] if self.rounds else None
@@ -203,6 +205,9 @@ class RunReader:
         metrics = store.latest_metrics()
         if metrics is not None:
             self._apply_metrics(snapshot, metrics)
+        budgets = store.time_budgets()  # the run's own record: its teardown too, once it is over
+        if budgets:
+            snapshot.budget_sessions = budgets
         current = snapshot.current()
         if current is not None:
             snapshot.round = current.round
@@ -226,6 +231,9 @@ class RunReader:
         snapshot.endpoints = metrics.get("endpoints", [])
         snapshot.started = metrics.get("started", 0.0)
         snapshot.rounds_total = metrics.get("rounds_total", snapshot.rounds_total)
+        budget = metrics.get("budget")
+        if isinstance(budget, list):
+            snapshot.budget_sessions = [s for s in budget if isinstance(s, dict)]
         server = metrics.get("server") or {}
         if "generation_tokens" in server:
             snapshot.prompt_tokens = server.get("prompt_tokens", 0.0)

@@ -61,7 +61,7 @@ class EndpointConfig(_Section):
     kind: Literal["http", "openai"] = Field(
         "http", description="http: lean aiohttp client; openai: the openai SDK (AsyncOpenAI)."
     )
-    max_in_flight: int = Field(64, ge=1, le=4096, description="Requests in flight to this endpoint at most.")
+    max_in_flight: int = Field(256, ge=1, le=4096, description="Requests in flight here at most (a ceiling).")
 
     @field_validator("base_url")
     @classmethod
@@ -97,8 +97,7 @@ class ClientConfig(_Section):
     backoff_max_s: float = Field(30.0, ge=0, description="Largest retry delay.")
     rate_limit: int = Field(0, ge=0, description="Requests per second across all endpoints (0: no limit).")
     adaptive: bool = Field(True, description=(
-        "Learn each endpoint's requests in flight from its own signals (vLLM's /metrics; else tokens/s, latency "
-        "and 429s), max_in_flight being the ceiling; off: always max_in_flight."))
+        "Learn each endpoint's requests in flight from its signals (vLLM's /metrics; else tokens/s, latency, 429s)."))
     start_in_flight: int = Field(8, ge=1, description="Requests in flight an adaptive endpoint starts at.")
     control_interval_s: float = Field(1.0, gt=0, le=60, description="How often the adaptive limits are updated.")
 
@@ -106,7 +105,7 @@ class ClientConfig(_Section):
 class ProposerConfig(_Section):
     """Instruction synthesis (recipe steps 1-3)."""
 
-    workers: int = Field(4, ge=1, le=1024, description="Concurrent proposal requests.")
+    workers: int = Field(16, ge=1, le=1024, description="Proposal requests at most; the round's pacing decides.")
     api: Api = Field("chat", description=(
         "chat: meta-prompt as a user turn; completions: the model continues the list; auto: completions where "
         "the endpoint serves them, chat otherwise."))
@@ -156,7 +155,7 @@ class ProposerConfig(_Section):
 class ResponderConfig(_Section):
     """Answers (recipe steps 4-5)."""
 
-    workers: int = Field(32, ge=1, le=4096, description="Concurrent answer requests.")
+    workers: int = Field(64, ge=1, le=4096, description="Answer requests at most (the endpoints' limits decide).")
     temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature of answers.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling of answers.")
     max_tokens: int = Field(1000, ge=1, description="Tokens per answer.")
@@ -187,7 +186,7 @@ class CriticConfig(_Section):
     """Self-assessment (recipe step 6): quality and instruction following, 1-10 each."""
 
     enabled: bool = Field(True, description="Assess pairs; off: the rule filters alone decide (Self-Instruct).")
-    workers: int = Field(32, ge=1, le=4096, description="Concurrent pairs being assessed (two requests each).")
+    workers: int = Field(64, ge=1, le=4096, description="Pairs being assessed at most (two requests each).")
     style: Literal["authors", "judge"] = Field("judge", description=(
         "authors: I-SHEEP's two plain scoring prompts, '<score>||<explanation>' replies; judge: chat prompts "
         "with a JSON schema where the endpoint supports one."))
@@ -338,7 +337,7 @@ class ServerConfig(_Section):
     max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank the server accepts (lora swap).")
     startup_timeout_s: float = Field(900.0, gt=0, description="Give up when not ready after this long.")
     max_restarts: int = Field(3, ge=0, description="Restarts after crashes before the run stops.")
-    max_in_flight: int = Field(32, ge=1, description="Requests in flight to each managed server.")
+    max_in_flight: int = Field(256, ge=1, description="Requests in flight to each managed server at most (a ceiling).")
     replicas: int = Field(1, ge=1, le=64, description=(
         "Managed vLLM servers, each with its own port, log, watchdog and GPUs; the pool spreads requests."))
     placement: Literal["split", "colocate"] = Field("split", description=(

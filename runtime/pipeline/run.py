@@ -3,6 +3,8 @@
 :class:`Run` is an async context manager that owns every resource it starts (the endpoints and
 any managed server, the run store, the log file, the display) on one
 :class:`contextlib.AsyncExitStack`, so whatever happens they are released in reverse order.
+It also keeps the session's time budget (:mod:`.budget`) from its creation to the end of its
+teardown: start-up, the server's start and shutdown here, the rounds' phases in the supervisor.
 Everything that can be wrong with the user's input (config, seeds, templates, endpoint, model
 name) is checked before the run folder is written, so a bad start leaves nothing behind.
 """
@@ -31,6 +33,7 @@ from isheep.runtime.store import DB_NAME, RunStore, checkpoint_from_row, model_r
 from isheep.runtime.training import TrlBackend
 from isheep.runtime.training.backend import Tracking
 
+from .budget import TimeBudget
 from .evaluation import Gate
 from .runlog import RunLog
 from .stats import RoundSummary, RunStats
@@ -65,6 +68,10 @@ class RunResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Where this session's wall time went; complete (shutdown included) once the run is left.
+    budget: TimeBudget | None = None
+    #: The time budgets of the run's earlier sessions, when it was resumed (as stored).
+    budget_before: list[dict[str, Any]] = field(default_factory=list)
 
 
 def version() -> str:
@@ -112,20 +119,43 @@ class Run:
         self.folder = Path(config.out) if config.out else default_folder(config)
         self.supervisor: Supervisor | None = None
         self.model = ""
+        self.budget = TimeBudget()  # the session's wall time starts now
+        self.result: RunResult | None = None
+        self._budget_before: list[dict[str, Any]] = []
         self._stack = contextlib.AsyncExitStack()
-        self._started = time.monotonic()
 
     # -- set-up and tear-down ----------------------------------------------------------------
     async def __aenter__(self) -> "Run":
         try:
-            await self._open()
+            with self.budget.phase("startup"):
+                await self._open()
         except BaseException:
             await self._stack.aclose()
             raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._stack.aclose()
+        try:
+            with self.budget.phase("shutdown"):
+                await self._stack.aclose()
+        finally:
+            self.budget.close()
+            self._keep_budget()
+
+    def _keep_budget(self) -> None:
+        """The finished session's budget, shutdown included, to the result and the (closed) store."""
+        if self.result is not None:
+            self.result.elapsed_s = self.budget.wall_s
+        if self.supervisor is None:
+            return
+        try:  # the store closed before the servers stopped: opened once more for this one write
+            store = RunStore.open(self.folder)
+            try:
+                store.write_sync(store.set_time_budgets(self.supervisor.stats.budget_sessions()))
+            finally:
+                store.close_sync()
+        except Exception:  # noqa: BLE001 - the budget up to the last metrics write is stored already
+            log.warning("the run's final time budget could not be stored", exc_info=True)
 
     async def _open(self) -> None:
         config, folder = self.config, self.folder
@@ -140,12 +170,14 @@ class Run:
             raise UserError(f"trainer.report_to: {', '.join(missing)} not installed: pip install 'isheep[trackers]'")
         if config.evaluation.enabled:  # a bad prompt file is refused before anything starts
             load_eval_prompts(config.evaluation.prompts, config.evaluation.limit, default=INSTRUCTIONS)
-        serving = await open_serving(config, folder, self.environ, self.progress)
-        self._stack.push_async_callback(serving.aclose)
-        servers = serving.servers
-        expected = servers[0].served_name if servers else config.model
-        also = _resume_names(folder, config) if self.resume else ()
-        self.model = config.model = await serving.pool.verify(expected, also=also)
+        # A managed server's start is a phase of its own; connecting to an endpoint is start-up.
+        with self.budget.phase("server_start") if config.managed else contextlib.nullcontext():
+            serving = await open_serving(config, folder, self.environ, self.progress)
+            self._stack.push_async_callback(serving.aclose)
+            servers = serving.servers
+            expected = servers[0].served_name if servers else config.model
+            also = _resume_names(folder, config) if self.resume else ()
+            self.model = config.model = await serving.pool.verify(expected, also=also)
         if config.critic.endpoint is not None:  # the judge asks there for the base model, by the run's name
             await serving.critic_pool.verify(self.model)
         store = self._open_store(serving)
@@ -183,6 +215,7 @@ class Run:
         if self.resume:
             store = RunStore.open(self.folder)
             store.write_sync(store.set_meta("config", self.config.public_dict()))
+            self._budget_before = store.time_budgets()  # this session's is added to them, never over them
             return store
         store = RunStore.create(self.folder, {
             "isheep_version": version(), "run_name": self.config.name or self.folder.name,
@@ -194,9 +227,11 @@ class Run:
     async def _build(self, store: RunStore, serving: Serving, inputs: Inputs) -> Supervisor:
         config = self.config
         base = ServedModel(version="v0", name=self.model, path=serving.base_path)
-        models = Models(policy=await _restore_policy(store, serving, base, self.progress), base=base)
+        with self.budget.phase("swap"):  # a resumed run's trained model served again
+            models = Models(policy=await _restore_policy(store, serving, base, self.progress), base=base)
         stats = RunStats(run_name=config.name or self.folder.name, folder=str(self.folder),
-                         endpoints=serving.pool.urls, rounds_total=config.rounds, model_version=models.policy.version)
+                         endpoints=serving.pool.urls, rounds_total=config.rounds, model_version=models.policy.version,
+                         budget=self.budget, budget_before=self._budget_before)
         tracking = Tracking.for_run(config.trainer, self.folder, stats.run_name)
         backend = TrlBackend(config.trainer, training_progress(store, stats), tracking) \
             if config.training_backend() == "trl" else None
@@ -249,10 +284,13 @@ class Run:
         if failed:
             extra["swap failures"] = (f"{', '.join(failed)} rolled back (the previous model kept serving; "
                                       "see the model events in the store)")
-        return RunResult(
+        # elapsed_s is the wall time so far; leaving the run adds its teardown (see _keep_budget).
+        self.result = RunResult(
             folder=self.folder, model=self.model, rounds=summaries, totals=store.counts(), reasons=store.reasons(),
-            stopped=supervisor.stopped, elapsed_s=time.monotonic() - self._started,
-            prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens, extra=extra)
+            stopped=supervisor.stopped, elapsed_s=self.budget.wall_s,
+            prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens, extra=extra,
+            budget=self.budget, budget_before=list(self._budget_before))
+        return self.result
 
     def request_stop(self) -> bool:
         """Ask the rounds to stop cleanly; False while the run is still starting (nothing to save yet)."""

@@ -22,6 +22,7 @@ from isheep.runtime.core.endpoint import EndpointError
 from isheep.runtime.core.errors import EndpointUnavailable, GarbageOutput, UserError
 from isheep.runtime.core.messages import Instruction, ProposalRequest, Verdict
 from isheep.runtime.core.roles import Role, Roles
+from isheep.runtime.serving import EndpointPool
 from isheep.runtime.store import RunStore, StoreIntegrityError, message_from_row, op_for
 
 from .account import RoundAccount
@@ -59,11 +60,14 @@ class RoundPipeline:
         account: The round's account (created by the supervisor, recorded into here).
         stats: The live counters the displays read.
         running: Cleared while generation is paused (requests in flight finish).
+        pool: The policy's endpoints, whose limits pace the Proposers (without it they propose
+            whenever the round's tail allows, up to ``proposer.workers`` calls).
     """
 
     def __init__(self, config: RunConfig, store: RunStore, roles: Roles, account: RoundAccount, stats: RunStats,
-                 running: asyncio.Event) -> None:
+                 running: asyncio.Event, pool: EndpointPool | None = None) -> None:
         self.config = config
+        self.pool = pool
         self.store = store
         self.roles = roles
         self.account = account
@@ -81,6 +85,7 @@ class RoundPipeline:
 
     async def run(self) -> None:
         """Generate until the round has enough, then let everything in flight finish."""
+        self.account.note_close()  # a resumed round may have had enough already: all of it is tail
         try:
             await self._run()
         except BaseExceptionGroup as group:
@@ -124,7 +129,7 @@ class RoundPipeline:
         account = self.account
         while account.wants_more():
             await self.running.wait()
-            if account.enough_in_flight():
+            if self._enough_coming():
                 self._progress.clear()
                 await self._progress.wait()
                 continue
@@ -150,6 +155,13 @@ class RoundPipeline:
                 else:
                     await outbox.put(message)
             self._progress.set()
+
+    def _enough_coming(self) -> bool:
+        """Whether a Proposer should wait: the round's tail, or enough instructions queued and coming."""
+        if self.pool is None:
+            return self.account.enough_in_flight()
+        return self.account.should_wait(self.queues["responder"].qsize(), 2 * self.pool.limit,
+                                        self.pool.in_flight < self.pool.limit)
 
     async def _call_proposer(self, request: ProposalRequest) -> list | None:
         """One proposal call; None when it failed (and was recorded), after too many in a row an error."""
@@ -216,6 +228,8 @@ class RoundPipeline:
             stats.latency_total += time.perf_counter() - started
         if out is None:
             return
+        if role is self.roles.responder and not (isinstance(out, Verdict) and out.status == "failed"):
+            self.account.answered()
         try:
             await self.store.write(op_for(out))
         except StoreIntegrityError as err:

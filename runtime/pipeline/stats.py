@@ -10,6 +10,7 @@ from isheep.runtime.core.messages import acceptance
 from isheep.runtime.core.roles import ROLE_NAMES
 
 from .account import RoundAccount
+from .budget import TimeBudget
 
 
 @dataclass
@@ -30,7 +31,14 @@ class RoleStats:
 
 @dataclass
 class RoundSummary:
-    """What one finished round produced, for the summary table."""
+    """What one finished round produced, for the summary table.
+
+    ``generation_s`` is the whole of the round's generation, its tail included: ``tail_s`` of
+    it went by after proposing ended (the quota met or the cap reached), while the items in
+    flight finished; ``past_quota`` answers were generated that the round did not need (see
+    :meth:`~.account.RoundAccount.answered`). ``saturated_share``: of the generation before the
+    tail, the share the server had requests waiting (None: unknown, no metrics).
+    """
 
     round: int
     model_version: str
@@ -45,6 +53,9 @@ class RoundSummary:
     training_s: float = 0.0
     swap_s: float = 0.0
     checkpoint: str | None = None
+    tail_s: float = 0.0
+    past_quota: int = 0
+    saturated_share: float | None = None
 
     @property
     def acceptance(self) -> float:
@@ -78,6 +89,14 @@ class RunStats:
     #: The serving engine's own counters (vLLM's /metrics), when it exposes them.
     server: dict[str, float] = field(default_factory=dict)
     state_before_pause: str = ""
+    #: Where this session's wall time went (the run's, the rounds' and the updater's phases).
+    budget: TimeBudget = field(default_factory=TimeBudget)
+    #: The time budgets of the run's earlier sessions (a resumed run), as stored.
+    budget_before: list[dict[str, Any]] = field(default_factory=list)
+
+    def budget_sessions(self) -> list[dict[str, Any]]:
+        """Every session's time budget, this one's (as of now) last: what the store keeps."""
+        return [*self.budget_before, self.budget.to_dict()]
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data for the metrics table (the monitor reads it back)."""
@@ -98,6 +117,7 @@ class RunStats:
             "endpoints": list(self.endpoints),
             "rounds_total": self.rounds_total,
             "started": self.started,
+            "budget": self.budget_sessions(),
             "round_counts": None if account is None else {
                 "proposed": account.proposed, "kept": account.kept, "quota": account.quota, "cap": account.cap,
                 "rejected": dict(account.rejected), "failed": dict(account.failed)},

@@ -6,6 +6,9 @@ through its phases: generation (:class:`~.stages.RoundPipeline`), then training 
 resumed run starts a round at the phase it was in. The supervisor owns each round's account,
 polls the engine's metrics, and writes the live counters to the store for the monitor. At each
 round's end its numbers go to the run's experiment trackers, when ``trainer.report_to`` names any.
+Each phase is also a phase of the session's time budget (:mod:`.budget`, kept in the live
+counters): a round's generation becomes its tail when its account says proposing ended, and
+every metrics sample says whether the server was saturated meanwhile.
 """
 
 from __future__ import annotations
@@ -187,10 +190,11 @@ class Supervisor:
 
     async def _update_model(self, k: int, state: str | None, summary: RoundSummary) -> str:
         """Train (unless the round had trained already) and swap; the round's outcome."""
-        checkpoint = None
+        checkpoint, budget = None, self.stats.budget
         if state in (None, "generating", "training"):
             started = time.monotonic()
-            checkpoint = await self.updater.train(k)
+            with budget.phase("training"):
+                checkpoint = await self.updater.train(k)
             summary.training_s = time.monotonic() - started
         elif state == "swapping":
             checkpoint = self.updater.trained_checkpoint(k)
@@ -198,7 +202,8 @@ class Supervisor:
             return "done"
         summary.checkpoint = str(checkpoint.path)
         started = time.monotonic()
-        outcome = await self.updater.swap(k, checkpoint)
+        with budget.phase("swap"):
+            outcome = await self.updater.swap(k, checkpoint)
         summary.swap_s = time.monotonic() - started
         return "rejected" if outcome == "rejected" else "done"
 
@@ -212,14 +217,25 @@ class Supervisor:
                              round=k)
         self.stats.state = "generating"
         tokens_before = self._tokens()
+        budget = self.stats.budget
+        before = budget.round_tail, budget.saturated_s, budget.observed_s
+        account.clock = budget.clock
+        account.on_close = lambda: budget.switch("generation", "round_tail")
         started = time.monotonic()
-        self._pipeline = RoundPipeline(config, self.store, self.roles, account, self.stats, self._running)
+        self._pipeline = RoundPipeline(config, self.store, self.roles, account, self.stats, self._running, self.pool)
         try:
-            await self._pipeline.run()
+            with budget.phase("generation"):
+                await self._pipeline.run()
         finally:
             self._pipeline = None
+            account.on_close = None
+            budget.settle()  # the seconds since the last sample are the round's, not the next one's
         summary.generation_s = time.monotonic() - started
         summary.prompt_tokens, summary.completion_tokens = (a - b for a, b in zip(self._tokens(), tokens_before))
+        summary.tail_s, summary.past_quota = budget.round_tail - before[0], account.past_quota
+        budget.past_quota += account.past_quota
+        observed = budget.observed_s - before[2]
+        summary.saturated_share = (budget.saturated_s - before[1]) / observed if observed > 0 else None
 
     def _replay(self, config: RunConfig) -> tuple[SeedTask, ...]:
         """The instructions of an earlier round that this round asks again (none for most rounds)."""
@@ -234,7 +250,8 @@ class Supervisor:
     def _account(self, k: int, config: RunConfig) -> RoundAccount:
         """The round's account as the store has it (all zeros for a new round)."""
         account = RoundAccount(round=k, quota=config.round_size, cap=config.max_proposed, close_on=config.close_on,
-                               tasks_per_call=config.proposer.tasks_per_call, min_pending=config.proposer.min_pending)
+                               tasks_per_call=config.proposer.tasks_per_call, min_pending=config.proposer.min_pending,
+                               prior_rate=self._prior_rate(k))
         for (state, reason), n in self.store.reasons(k).items():
             (account.rejected if state == "rejected" else account.failed)[reason_kind(reason)] += n
         counts = self.store.counts(k)
@@ -244,7 +261,15 @@ class Supervisor:
         account.screened_finished = self.store.screened_finished(k)
         account.next_seq = self.store.max_seq(k) + 1
         account.calls = account.next_seq  # fresh example draws after a resume
+        account.answers = account.screened - counts.get("proposed", 0)  # past the Responder (failed ones too)
         return account
+
+    def _prior_rate(self, k: int) -> float:
+        """The keep rate of screened instructions in the previous round (1 when there is none yet)."""
+        if k <= 1:
+            return 1.0
+        finished = self.store.screened_finished(k - 1)
+        return self.store.counts(k - 1).get("kept", 0) / finished if finished else 1.0
 
     # -- observation -------------------------------------------------------------------------
     def _tokens(self) -> tuple[int, int]:
@@ -260,17 +285,34 @@ class Supervisor:
 
     def _write_metrics(self) -> None:
         self.refresh()
-        self.store.metrics(self.stats.round or None, self.stats.snapshot())
+        snapshot = self.stats.snapshot()
+        self.store.metrics(self.stats.round or None, snapshot)
+        # Also where `isheep monitor` finds it after the run, and a resumed run adds its own to.
+        self.store.submit(self.store.set_time_budgets(snapshot["budget"]))
 
     async def _metrics_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.metrics_interval_s)
+            server = None
             if self.server_metrics is not None:
                 try:
-                    self.stats.server = await self.server_metrics.read()
+                    server = self.stats.server = await self.server_metrics.read()
                 except Exception:  # noqa: BLE001 - observation must never stop the run
                     log.debug("reading server metrics failed", exc_info=True)
+            self.stats.budget.observe(self._saturated(server))
             self._write_metrics()
+
+    def _saturated(self, server: dict[str, float] | None) -> bool | None:
+        """Whether the server had requests waiting at this sample; None: nothing says (no metrics).
+
+        Its /metrics' ``waiting``, or the pool's own signal where it has one (an endpoint that
+        reported a queue at its last observation).
+        """
+        pool = getattr(self.pool, "saturated", False) is True
+        waiting = (server or {}).get("waiting")
+        if waiting is None:
+            return True if pool else None
+        return waiting > 0 or pool
 
     def _on_retry(self, err: EndpointError, url: str, attempt: int, delay: float) -> None:
         self.stats.retries += 1

@@ -267,7 +267,11 @@ def round_metrics(summary: RoundSummary, store: Any) -> dict[str, float]:
         "generation_s": summary.generation_s, "prompt_tokens": summary.prompt_tokens,
         "completion_tokens": summary.completion_tokens, "training_s": summary.training_s,
         "swap_and_gate_s": summary.swap_s,  # the updater's swap step: the swap, the gate's evaluation, pruning
+        # The tail is part of generation_s: the seconds after proposing ended, and the answers it cost.
+        "tail_s": summary.tail_s, "past_quota": summary.past_quota,
     }
+    if summary.saturated_share is not None:  # unknown without the server's metrics: left out, not 0
+        out["saturated_share"] = summary.saturated_share
     out.update({f"rejected/{reason}": n for reason, n in summary.rejected.items()})
     out.update({f"failed/{reason}": n for reason, n in summary.failed.items()})
     for aspect in ("quality", "following"):

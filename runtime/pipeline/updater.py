@@ -85,7 +85,8 @@ class ModelUpdater:
                              level="warning", round=k)
         if self.gate is not None:
             # The gate compares with the model served now too: measured before a colocated server sleeps.
-            await self._measured(current)
+            with self.stats.budget.phase("evaluation"):
+                await self._measured(current)
         await self._release(k)
         try:
             checkpoint = await self.trainer.train(request)

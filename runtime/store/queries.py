@@ -25,6 +25,10 @@ class RoundRow:
     detail: str
 
 
+#: The meta key of the run's time budgets: ``{"sessions": [one budget per session, oldest first]}``.
+TIME_BUDGET = "time_budget"
+
+
 class RunQueries:
     """The named reads of :class:`~isheep.runtime.store.RunStore` (a mixin over its connection)."""
 
@@ -32,6 +36,13 @@ class RunQueries:
 
     def meta(self) -> dict[str, Any]:
         return {row["key"]: json.loads(row["value"]) for row in self._conn.execute("SELECT key, value FROM meta")}
+
+    def time_budgets(self) -> list[dict[str, Any]]:
+        """Where each session of the run spent its wall time, oldest first (``TimeBudget.to_dict``)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key=?", (TIME_BUDGET,)).fetchone()
+        stored = json.loads(row["value"]) if row is not None else {}
+        sessions = stored.get("sessions") if isinstance(stored, dict) else None
+        return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []
 
     def models(self) -> list[sqlite3.Row]:
         return self._conn.execute("SELECT * FROM models ORDER BY round, created_at").fetchall()

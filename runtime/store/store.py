@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 from isheep.runtime.core.errors import UserError
 
-from .queries import RunQueries
+from .queries import TIME_BUDGET, RunQueries
 from .schema import DB_NAME, SCHEMA, SCHEMA_VERSION, connect
 
 #: (sql, params) or (sql, params, item_id): the latter must change exactly one row, the item's.
@@ -252,4 +252,8 @@ class RunStore(RunQueries):
 
     def set_meta(self, key: str, value: Any) -> list[Op]:
         return [("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))]
+
+    def set_time_budgets(self, sessions: list[dict[str, Any]]) -> list[Op]:
+        """Every session's time budget, this one's last (each write replaces the whole list)."""
+        return self.set_meta(TIME_BUDGET, {"sessions": sessions})
 

@@ -14,6 +14,10 @@ from isheep.runtime.store.records import model_row_op, op_for
 from isheep.runtime.store import RunStore
 
 T0 = 1_800_000_000.0
+#: The run's one session: its parts add up to its wall time, as a real budget's do.
+BUDGET = {"started_at": T0, "wall_s": 412.0, "startup_s": 1.5, "server_start_s": 31.0, "generation_s": 250.0,
+          "round_tail_s": 18.0, "evaluation_s": 0.0, "training_s": 80.0, "swap_s": 21.0, "shutdown_s": 2.5,
+          "idle_s": 8.0, "saturated_s": 155.0, "observed_s": 250.0, "saturated_share": 0.62, "past_quota": 7}
 
 
 def make_finished_run(folder: Path, rounds: int = 2, items: int = 30) -> Path:
@@ -90,6 +94,7 @@ def make_finished_run(folder: Path, rounds: int = 2, items: int = 30) -> Path:
     final = json.loads(ops[-1][1][2])
     final["state"] = "done"
     ops.append(("INSERT INTO metrics (ts, round, data) VALUES (?, ?, ?)", (t + 12, rounds, json.dumps(final))))
+    ops += store.set_time_budgets([BUDGET])
     store.write_sync(ops)
     store.close_sync()
     return folder

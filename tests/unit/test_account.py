@@ -204,3 +204,34 @@ def test_replayed_round_pauses_and_resumes_proposing():
     assert observed == [expected for _, _, expected in TRACE]
     assert (account.kept, account.in_pipeline, account.screened_finished) == (2, 5, 6)
     assert account.rejected == Counter({"low_score": 3, "rouge": 1, "empty_response": 1})
+
+
+# -- pacing by the servers' limits ---------------------------------------------------------------
+def test_a_previous_rounds_keep_rate_is_the_prior():
+    # 0 kept of 0 finished, 10 in the pipeline, quota 5. Prior 1: 10 x 1 = 10 >= 5, enough.
+    # Prior 0.2 (the previous round kept 1 in 5): 10 x (0 + 10 x 0.2) / (0 + 10) = 2 < 5, not enough.
+    assert RoundAccount(round=2, quota=5, cap=1000, in_pipeline=10).enough_in_flight()
+    assert not RoundAccount(round=2, quota=5, cap=1000, in_pipeline=10, prior_rate=0.2).enough_in_flight()
+
+
+def test_far_from_the_quota_proposers_keep_twice_the_servers_limit_queued_or_coming():
+    # Quota far away. 20 queued + 1 call in flight worth 20 (none finished yet) = 40 against a target
+    # of 2 x 16 = 32: wait. With 5 queued: 25 < 32, propose.
+    account = RoundAccount(round=1, quota=10_000, cap=100_000, in_pipeline=30, calls_in_flight=1)
+    assert account.should_wait(queued=20, target=32, room=True)
+    assert not account.should_wait(queued=5, target=32, room=False)
+
+
+def test_an_empty_queue_and_a_server_with_room_get_another_call_whatever_is_coming():
+    # Three calls in flight promise 60 > 32, but nothing is queued and the server has room: the
+    # instructions come only when a call is written whole, so the idle server gets one more call.
+    account = RoundAccount(round=1, quota=10_000, cap=100_000, in_pipeline=4, calls_in_flight=3)
+    assert not account.should_wait(queued=0, target=32, room=True)
+    assert account.should_wait(queued=0, target=32, room=False)  # a full server: wait for the calls
+    assert account.should_wait(queued=1, target=32, room=True)   # something to answer: wait
+
+
+def test_the_rounds_tail_wins_over_an_idle_server():
+    # Quota 5, 10 in the pipeline at the prior 1: expected to meet it. An idle server gets no call.
+    account = RoundAccount(round=1, quota=5, cap=1000, in_pipeline=10)
+    assert account.should_wait(queued=0, target=64, room=True)

@@ -372,6 +372,7 @@ async def test_the_gate_measures_the_serving_model_before_a_colocated_server_sle
         assert await s.updater.swap(1, await s.updater.train(1)) == "serving"
         assert await s.updater.swap(2, await s.updater.train(2)) == "rejected"  # 10 of 40 vs v1's 24: beyond doubt
         assert bench.asked == ["m", "m-v1", "m-v2"]  # each measured once; v1's result is read back as a baseline
+        assert s.stats.budget.evaluation > 0  # v0 measured before round 1 trained: a phase of its own
         assert [c[0] for c in s.swapper.calls] == ["prepare", "release", "swap", "prepare", "release", "swap",
                                                  "restore"]
         gate = s.detail("v2")["gate"]

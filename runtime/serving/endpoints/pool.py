@@ -173,6 +173,10 @@ class EndpointPool(Client):
         return any(m.stats.saturated for m in self._members)
 
     @property
+    def in_flight(self) -> int:
+        return sum(m.stats.in_flight for m in self._members)
+
+    @property
     def limit(self) -> int:
         """Requests the pool may have in flight now, over all its endpoints."""
         return sum(m.slots.limit for m in self._members)
