@@ -1,17 +1,22 @@
-"""Pipeline efficiency on a real server: the runtime's generated tokens/s against a bare client
-keeping the same number of requests in flight with the same request mix.
+"""Generation efficiency on a real server: the runtime's generated tokens/s against a bare client
+replaying its own requests, and against a plain client holding 16 short chats in flight.
 
-One managed vLLM server (the embedded SmolLM2-135M on CPU by default) serves both. A runtime
-phase runs the real loop for ``--seconds`` with the endpoint capped at ``--in-flight`` requests
-and records every request it sends; a bare phase replays the requests the runtime sent during
-its measured window, in order and ``--in-flight`` at a time, for as long. Phases alternate.
-Tokens come from the server's own counter (``vllm:generation_tokens_total``), so both are
-measured the same way; the mean number of requests in flight is printed for both. Replayed
-requests carry a vLLM ``cache_salt`` per pass, so they cannot reuse the prefix cache that the
-runtime's identical requests filled (which would skip their prefill). Target:
-runtime/bare at least 0.95.
+One managed vLLM server (the embedded SmolLM2-135M on CPU by default) serves every phase. For
+each profile (the README's embedded profile, and the default config), none tuned by hand (no
+``workers`` or ``max_in_flight`` set: the adaptive limit decides what is in flight):
 
-    python bench/serving.py [--seconds 90] [--in-flight 16] [--pairs 2]
+- runtime: the real loop for ``--seconds`` (after a warm-up), recording every request it sends;
+- bare: the requests the runtime sent during its measured window, replayed in order with as many
+  in flight as the runtime had on average (so only the runtime's own overhead differs);
+- plain: 16 short chats (a seed instruction, 256 tokens at most) kept in flight.
+
+Phases alternate within a pair. Tokens come from the server's own counter
+(``vllm:generation_tokens_total``), so all are measured alike; the mean number of requests in
+flight is printed for each. Replayed requests carry a vLLM ``cache_salt`` per pass, so they cannot
+reuse the prefix cache the runtime's identical requests filled. Targets: runtime/bare >= 0.95,
+runtime/plain >= 0.90.
+
+    python bench/serving.py [--seconds 60] [--pairs 1] [--profiles embedded,default]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import re
 import sys
 import tempfile
@@ -80,13 +86,19 @@ async def window(root: str, seconds: float, warm_up: float, in_flight: Callable[
     return {"rate": (n1 - n0) / (t1 - t0), "t0": t0, "t1": t1, "in_flight": sum(samples) / len(samples)}
 
 
-async def runtime_phase(server: ManagedServer, seconds: float, in_flight: int, folder: Path) -> dict[str, float]:
+#: Seconds each phase runs before its window opens (the runtime's pipeline fills; set by --warm-up).
+WARM_UP = [45.0]
+PROFILES = {"embedded": str(ROOT / "examples" / "configs" / "embedded.toml"), "default": None}
+
+
+async def runtime_phase(server: ManagedServer, seconds: float, profile: str, folder: Path) -> dict[str, float]:
     import isheep.runtime.serving.endpoints.pool as pool_module
 
-    config = load_config(str(ROOT / "examples" / "configs" / "embedded.toml"), {
-        "endpoints": [{"base_url": server.url, "max_in_flight": in_flight}], "out": str(folder), "rounds": 1,
-        "round_size": 100_000, "max_proposed": 100_000, "proposer.workers": in_flight,
-        "responder.workers": in_flight, "critic.workers": in_flight}, environ={"OPENAI_API_KEY": server.api_key})
+    # Only what a measurement needs: this server, a round too large to end, no training.
+    config = load_config(PROFILES[profile], {
+        "endpoints": [{"base_url": server.url}], "out": str(folder), "rounds": 1, "close_on": "kept",
+        "round_size": 100_000, "max_proposed": 100_000, "trainer.backend": "none"},
+        environ={"OPENAI_API_KEY": server.api_key})
     original = pool_module.endpoint_kind
     pool_module.endpoint_kind = lambda name: Recorder  # record what the runtime sends
     holder: dict = {}
@@ -95,7 +107,7 @@ async def runtime_phase(server: ManagedServer, seconds: float, in_flight: int, f
 
     async def measure_and_stop() -> None:
         # Warm-up: the pipeline fills.
-        result.update(await window(root, seconds, min(20.0, seconds / 4), lambda: Recorder.in_flight))
+        result.update(await window(root, seconds, WARM_UP[0], lambda: Recorder.in_flight))
         holder["s"].request_stop()
 
     task = asyncio.create_task(measure_and_stop())
@@ -132,12 +144,20 @@ async def bare_phase(server: ManagedServer, seconds: float, in_flight: int, bodi
 
     workers = [asyncio.create_task(worker()) for _ in range(in_flight)]
     try:
-        return await window(root, seconds, min(20.0, seconds / 4), lambda: busy[0])
+        return await window(root, seconds, WARM_UP[0], lambda: busy[0])
     finally:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         await endpoint.aclose()
+
+
+async def plain_phase(server: ManagedServer, seconds: float, in_flight: int = 16) -> dict[str, float]:
+    """``in_flight`` short chats at all times: a seed instruction each, at most 256 tokens back."""
+    seeds = [json.loads(line)["instruction"] for line in (ROOT / "prompts" / "seeds.jsonl").read_text().splitlines()]
+    bodies = [("chat", {"model": server.served_name, "max_tokens": 256, "temperature": 0.7,
+                        "messages": [{"role": "user", "content": text}]}) for text in seeds]
+    return await bare_phase(server, seconds, in_flight, bodies)
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -147,30 +167,38 @@ async def main_async(args: argparse.Namespace) -> None:
                                served_name=model_dir.name)
         await server.start(lambda m: print(m, file=sys.stderr))
         try:
-            ratios = []
-            for pair in range(args.pairs):
+            ratios: dict[str, list[tuple[float, float]]] = {p: [] for p in args.profiles}
+            for pair, profile in itertools.product(range(args.pairs), args.profiles):
                 Recorder.bodies = []
-                runtime = await runtime_phase(server, args.seconds, args.in_flight, Path(tmp) / f"run{pair}")
-                # The same mix: what the runtime sent during its measured window.
+                runtime = await runtime_phase(server, args.seconds, profile, Path(tmp) / f"{profile}{pair}")
+                # The same mix: what the runtime sent during its measured window, as many at once.
                 bodies = [(kind, body) for at, kind, body in Recorder.bodies if runtime["t0"] <= at <= runtime["t1"]]
-                bare = await bare_phase(server, args.seconds, args.in_flight, bodies)
-                ratios.append(runtime["rate"] / bare["rate"])
-                print(f"pair {pair + 1}: runtime {runtime['rate']:.1f} tok/s ({runtime['in_flight']:.1f} in flight "
-                      f"on average) | bare client {bare['rate']:.1f} tok/s ({bare['in_flight']:.1f} in flight, "
-                      f"replaying the {len(bodies)} requests of the runtime's window) | "
-                      f"ratio {ratios[-1]:.3f}", flush=True)
-            print(f"runtime/bare generated tokens/s: {sum(ratios) / len(ratios):.3f} (target >= 0.95)")
+                bare = await bare_phase(server, args.seconds, max(1, round(runtime["in_flight"])), bodies)
+                plain = await plain_phase(server, args.seconds)
+                ratios[profile].append((runtime["rate"] / bare["rate"], runtime["rate"] / plain["rate"]))
+                print(f"{profile} pair {pair + 1}: runtime {runtime['rate']:.1f} tok/s ({runtime['in_flight']:.1f} in "
+                      f"flight on average) | bare {bare['rate']:.1f} tok/s ({bare['in_flight']:.1f} in flight, "
+                      f"replaying the {len(bodies)} requests of the runtime's window) | plain 16 chats "
+                      f"{plain['rate']:.1f} tok/s ({plain['in_flight']:.1f} in flight) | runtime/bare "
+                      f"{ratios[profile][-1][0]:.3f} | runtime/plain {ratios[profile][-1][1]:.3f}", flush=True)
+            for profile, rows in ratios.items():
+                print(f"{profile}: runtime/bare {sum(r[0] for r in rows) / len(rows):.3f} (target >= 0.95), "
+                      f"runtime/plain {sum(r[1] for r in rows) / len(rows):.3f} (target >= 0.90)")
         finally:
             await server.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=90.0)
-    parser.add_argument("--in-flight", type=int, default=16)
-    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--pairs", type=int, default=1)
+    parser.add_argument("--warm-up", type=float, default=45.0,
+                        help="seconds before each window opens (a proposal call on CPU takes tens of seconds)")
+    parser.add_argument("--profiles", type=lambda v: v.split(","), default=["embedded", "default"])
     parser.add_argument("--model", default="embedded")
-    asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    WARM_UP[0] = args.warm_up
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
