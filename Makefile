@@ -40,6 +40,7 @@ bench: install
 	$(PY) bench/pipeline.py --monitor
 	$(PY) bench/load.py
 	$(PY) bench/serving.py
+	$(PY) bench/budget.py
 	$(PY) bench/swap.py
 
 clean:

@@ -11,6 +11,7 @@ before it are outside it by design; they are printed apart. Target: budget/wall 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,11 +32,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         started = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "isheep", "run", "--config", args.config, "--out", str(out),
-                               "--rounds", str(args.rounds), "--quiet"], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "isheep.runtime.cli", "run", "--config", args.config, "--out", str(out),
+                               "--rounds", str(args.rounds), "--quiet"], capture_output=True, text=True,
+                              env={**os.environ, "COLUMNS": "100"})  # the summary's table unclipped
         wall = time.monotonic() - started
         if proc.returncode != 0:
             sys.exit(f"the run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        print(proc.stdout)  # the run's own summary, the budget line among it
         store = RunStore.open(out, readonly=True)
         try:
             [budget] = store.time_budgets()

@@ -18,8 +18,9 @@ def summary_table(result: RunResult) -> Group:
     table = Table(title="isheep run summary", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   collapse_padding=True)
     trained = any(r.training_s or r.swap_s for r in result.rounds)
-    # "tail" is the part of "gen" after proposing ended; "past quota" the answers generated in it unneeded.
-    columns = ["round", "model", "prop.", "kept", "rej.", "fail", "acc.", "gen", "tail", "past quota", "tok/s"]
+    # "tail" is the part of "gen" after proposing ended; the answers generated past the quota are
+    # in the budget line (a column of its own would push the table past 80 columns).
+    columns = ["round", "model", "prop.", "kept", "rej.", "fail", "acc.", "gen", "tail", "tok/s"]
     columns += ["train", "swap"] if trained else []
     for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
@@ -28,8 +29,7 @@ def summary_table(result: RunResult) -> Group:
         tail = f"{r.tail_s:.1f}s" if r.tail_s < 10 else f"{r.tail_s:.0f}s"  # tails are often short
         row = [str(r.round) + ("*" if r.state == "rejected" else ""), r.model_version, str(r.proposed), str(r.kept),
                str(sum(r.rejected.values())),
-               str(sum(r.failed.values())), f"{r.acceptance:.0%}", f"{r.generation_s:.0f}s", tail,
-               str(r.past_quota), f"{rate:.0f}"]
+               str(sum(r.failed.values())), f"{r.acceptance:.0%}", f"{r.generation_s:.0f}s", tail, f"{rate:.0f}"]
         if trained:
             row += [f"{r.training_s:.0f}s" if r.training_s else "-", f"{r.swap_s:.1f}s" if r.swap_s else "-"]
         table.add_row(*row)

@@ -228,10 +228,13 @@ def rendered(result: RunResult) -> str:
 
 def test_the_summary_prints_the_budget_and_the_rounds_tails(tmp_path):
     budget = TimeBudget()
+    with budget.phase("round_tail"):
+        budget.past_quota = 3
     result = RunResult(folder=tmp_path, model="m", rounds=[summary(1), summary(2, past_quota=0)],
                        totals={"kept": 40, "rejected": 60}, reasons={}, stopped=False, elapsed_s=1.0, budget=budget)
     text = rendered(result)
-    assert "tail" in text and "past quota" in text and " 6.0s " in text
+    assert "tail" in text and " 6.0s " in text
+    assert "(3 answers generated past the quota)" in text
     assert "time budget (" in text and "generation" in text and "over the run's" not in text
     result.budget_before = [sample_budget()]
     assert "over the run's 2 sessions (" in rendered(result)
