@@ -59,7 +59,7 @@ class Slots:
         except asyncio.CancelledError:
             if future in self._waiters:
                 self._waiters.remove(future)
-            elif future.done() and not future.cancelled():
+            if future.done() and not future.cancelled():
                 self._wake()  # it was woken for a slot it will not take: pass the turn on
             raise
         finally:
