@@ -308,7 +308,7 @@ class Supervisor:
         Its /metrics' ``waiting``, or the pool's own signal where it has one (an endpoint that
         reported a queue at its last observation).
         """
-        pool = getattr(self.pool, "saturated", False) is True
+        pool = self.pool.saturated
         waiting = (server or {}).get("waiting")
         if waiting is None:
             return True if pool else None
