@@ -22,6 +22,9 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     model: str
+    #: Seconds until the endpoint's spent rate limit resets, when the reply's headers say it is
+    #: spent (``x-ratelimit-remaining-*: 0``): the pool waits that long before the 429 would come.
+    limit_resets_in: float | None = None
 
 
 class EndpointError(Exception):

@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import random
 import re
 import sys
@@ -108,6 +109,10 @@ class Behaviour:
     # generated tokens, a KV-cache share of running/batch).
     batch: int = 0
     metrics: bool = False
+    # A hosted API's request limit: at most this many requests per rate_window_s (0: none); every
+    # reply says what is left and when the window resets (x-ratelimit-*), and a request past it is a 429.
+    rate_limit: int = 0
+    rate_window_s: float = 1.0
 
 
 class TestServer:
@@ -125,6 +130,7 @@ class TestServer:
         self.waiting = 0
         self.generated = 0
         self._batch: asyncio.Semaphore | None = None
+        self._rate_window = (0.0, 0)  # (start, requests counted in it)
 
     # -- content -----------------------------------------------------------------------------
     def _word(self) -> str:
@@ -229,18 +235,44 @@ class TestServer:
             choice["text"] = text
         self.stats["ok"] += 1
         self.generated += len(text) // 4
-        return web.json_response({
+        return web.json_response(headers=self._rate_headers(), data={
             "id": f"cmpl-{self.counter}", "object": "chat.completion" if kind == "chat" else "text_completion",
             "created": int(time.time()), "model": model, "choices": [choice],
             "usage": {"prompt_tokens": prompt_len // 4, "completion_tokens": len(text) // 4,
                       "total_tokens": (prompt_len + len(text)) // 4},
         })
 
+    def _rate_headers(self) -> dict[str, str]:
+        b = self.behaviour
+        if not b.rate_limit:
+            return {}
+        start, used = self._rate_window
+        left_ms = max(1, math.ceil((start + b.rate_window_s - time.monotonic()) * 1000))
+        return {"x-ratelimit-limit-requests": str(b.rate_limit),
+                "x-ratelimit-remaining-requests": str(max(0, b.rate_limit - used)),
+                "x-ratelimit-reset-requests": f"{left_ms}ms"}
+
+    def _over_rate(self) -> bool:
+        """Count a request in the current rate window; True when it is past the limit."""
+        b = self.behaviour
+        if not b.rate_limit:
+            return False
+        start, used = self._rate_window
+        now = time.monotonic()
+        if now >= start + b.rate_window_s:
+            start, used = now, 0
+        self._rate_window = (start, used + 1)
+        return used + 1 > b.rate_limit
+
     async def _common(self, request: web.Request) -> tuple[dict[str, Any] | None, web.StreamResponse | None]:
         self.counter += 1
         self.stats["requests"] += 1
         if not self._auth_ok(request):
             return None, web.json_response({"error": {"message": "bad key"}}, status=401)
+        if self._over_rate():
+            self.stats["rate_limited"] += 1
+            return None, web.json_response({"error": {"message": "rate limit reached"}}, status=429,
+                                           headers=self._rate_headers())
         body = await request.json()
         if body.get("model") != self.behaviour.model:
             return None, web.json_response({"error": {"message": f"model {body.get('model')} not found"}},

@@ -15,6 +15,7 @@ import pytest
 from isheep.runtime.core.config import ClientConfig
 from isheep.runtime.serving import ServerMetrics
 from isheep.runtime.serving.endpoints import EndpointError, EndpointPool, HttpEndpoint
+from isheep.runtime.serving.endpoints.openai_sdk import OpenAIEndpoint
 from isheep.runtime.serving.endpoints.slots import Slots
 
 pytestmark = pytest.mark.timeout(90)
@@ -166,6 +167,32 @@ async def test_rate_limits_shrink_the_limit_and_retry_after_pauses_new_requests(
         await pool.aclose()
 
 
+@pytest.mark.parametrize("kind", [HttpEndpoint, OpenAIEndpoint])
+async def test_a_reply_saying_the_rate_limit_is_spent_pauses_until_its_reset(server_factory, kind):
+    # A hosted API allowing 3 requests per 0.4 s window, saying on each reply what is left. Without
+    # reading those headers the 4th request would meet a 429 (no retries here: it would raise).
+    server = server_factory(rate_limit=3, rate_window_s=0.4, empty_rate=0.0)
+    endpoint = kind(server.url, None, timeout_s=10, connect_timeout_s=2, max_in_flight=1)
+    pool = EndpointPool([(endpoint, 1)], ClientConfig(adaptive=False, max_retries=0))
+    try:
+        for _ in range(9):  # three windows' worth, one at a time
+            await pool.chat(chat())
+    finally:
+        await pool.aclose()
+    assert server.stats().get("rate_limited", 0) == 0 and pool.stats[0].failures == 0
+    # Past the limit the server does refuse: the test server's limit is real.
+    limited = server_factory(rate_limit=3, rate_window_s=30, empty_rate=0.0)
+    bare = HttpEndpoint(limited.url, None, timeout_s=10, connect_timeout_s=2, max_in_flight=1)
+    try:
+        replies = [await bare.chat(chat()) for _ in range(3)]
+        with pytest.raises(EndpointError) as caught:
+            await bare.chat(chat())
+    finally:
+        await bare.aclose()
+    assert [r.limit_resets_in is not None for r in replies] == [False, False, True]
+    assert caught.value.status == 429 and 25 <= caught.value.retry_after <= 30
+
+
 # -- what a hosted API asks ----------------------------------------------------------------------
 def test_the_wait_a_server_asks_for_is_read_from_retry_after_or_the_rate_limit_reset():
     import email.utils
@@ -179,3 +206,13 @@ def test_the_wait_a_server_asks_for_is_read_from_retry_after_or_the_rate_limit_r
     assert wait_asked(429, {"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0.5s"}) == 360.5
     assert wait_asked(500, {"x-ratelimit-reset-requests": "1s"}) is None  # only a rate limit says so
     assert [parse_reset(v) for v in ("20ms", "1m30s", "7", "soon", "", "5x")] == [0.02, 90.0, 7.0, None, None, None]
+
+
+def test_a_spent_limit_is_read_from_a_successful_replys_headers():
+    from isheep.runtime.serving.endpoints.errors import limit_spent
+
+    assert limit_spent({"x-ratelimit-remaining-requests": "12", "x-ratelimit-reset-requests": "1s"}) is None
+    assert limit_spent({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1s",
+                        "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2m"}) == 120.0
+    assert limit_spent({"x-ratelimit-remaining-tokens": "0"}) is None  # spent, but no reset said: nothing to wait for
+    assert limit_spent({}) is None

@@ -78,6 +78,19 @@ def wait_asked(status: int, headers: Any) -> float | None:
     return max(known) if known else None
 
 
+def limit_spent(headers: Any) -> float | None:
+    """Seconds until a spent rate limit resets, read from a successful reply: for requests and
+    tokens, ``x-ratelimit-remaining-*`` at 0 with its ``x-ratelimit-reset-*`` (the later of the two)."""
+    waits = []
+    for kind in ("requests", "tokens"):
+        remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+        if remaining is not None and remaining.strip() in ("0", "0.0"):
+            reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
+            if reset is not None:
+                waits.append(reset)
+    return max(waits) if waits else None
+
+
 _SCHEMA_WORDS = re.compile(r"response_format|json|schema|grammar", re.IGNORECASE)
 _CHAT_ONLY = re.compile(r"chat|completions|not supported|unsupported", re.IGNORECASE)
 _FENCE = re.compile(r"^```(?:json)?\s*", re.IGNORECASE)
@@ -113,6 +126,17 @@ async def send(session: aiohttp.ClientSession, method: str, url: str, *, body: A
     """Send one request and return the body of a 2xx answer (``typed``: the session already says JSON).
 
     Raises:
+        EndpointError: as :func:`exchange`.
+    """
+    return (await exchange(session, method, url, body=body, params=params, headers=headers, typed=typed))[0]
+
+
+async def exchange(session: aiohttp.ClientSession, method: str, url: str, *, body: Any = None,
+                   params: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+                   typed: bool = False) -> tuple[bytes, Any]:
+    """:func:`send`, returning the 2xx answer's headers with its body.
+
+    Raises:
         EndpointError: ``http_<status>`` for any other status (with ``Retry-After``), ``timeout``,
             ``truncated_body`` or ``connection`` for transport failures.
     """
@@ -126,7 +150,7 @@ async def send(session: aiohttp.ClientSession, method: str, url: str, *, body: A
             raw = await resp.read()
             if not 200 <= resp.status < 300:
                 raise status_error(resp.status, raw.decode("utf-8", "replace"), wait_asked(resp.status, resp.headers))
-            return raw
+            return raw, resp.headers
     except asyncio.TimeoutError:
         raise EndpointError("timeout", url, retryable=True) from None
     except aiohttp.ClientPayloadError as exc:

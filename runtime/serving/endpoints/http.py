@@ -7,6 +7,7 @@ the openai SDK spends about 0.7 ms of CPU per request building and parsing typed
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from .base import Completion, Endpoint, EndpointError, completion_from_json
-from .errors import parse_json, send
+from .errors import exchange, limit_spent, parse_json, send
 
 
 def _proxy_configured() -> bool:
@@ -50,11 +51,17 @@ class HttpEndpoint(Endpoint):
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         return parse_json(await send(self._client(), method, self.base_url + path, body=body, typed=True))
 
+    async def _generate(self, path: str, body: dict[str, Any], kind: str) -> Completion:
+        raw, headers = await exchange(self._client(), "POST", self.base_url + path, body=body, typed=True)
+        result = completion_from_json(parse_json(raw), kind)
+        spent = limit_spent(headers)
+        return result if spent is None else dataclasses.replace(result, limit_resets_in=spent)
+
     async def chat(self, body: dict[str, Any]) -> Completion:
-        return completion_from_json(await self._request("POST", "/chat/completions", body), "chat")
+        return await self._generate("/chat/completions", body, "chat")
 
     async def complete(self, body: dict[str, Any]) -> Completion:
-        return completion_from_json(await self._request("POST", "/completions", body), "text")
+        return await self._generate("/completions", body, "text")
 
     async def models(self) -> list[str]:
         data = await self._request("GET", "/models")

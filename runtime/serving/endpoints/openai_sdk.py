@@ -7,13 +7,14 @@ Slower per request than the http kind (typed request building and parsing), so i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, Iterator
 
 import httpx
 import openai
 
 from .base import Completion, Endpoint, EndpointError, completion_from_json
-from .errors import parse_json, status_error, wait_asked
+from .errors import limit_spent, parse_json, status_error, wait_asked
 
 # Parameters the SDK accepts by name; anything else (vLLM's extras) travels in extra_body.
 _CHAT_PARAMS = {"model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "stop",
@@ -56,20 +57,21 @@ class OpenAIEndpoint(Endpoint):
             raise status_error(exc.status_code, str(exc.message), wait_asked(exc.status_code, exc.response.headers)) \
                 from None
 
-    async def _call(self, coro_factory) -> Any:
+    async def _call(self, coro_factory, kind: str) -> Completion:
         with self._mapped():
             raw = await coro_factory()
-        return parse_json(raw.http_response.content)  # parsed as the http kind does, for the same errors
+        # Parsed as the http kind does, for the same errors and the same reading of spent limits.
+        result = completion_from_json(parse_json(raw.http_response.content), kind)
+        spent = limit_spent(raw.http_response.headers)
+        return result if spent is None else dataclasses.replace(result, limit_resets_in=spent)
 
     async def chat(self, body: dict[str, Any]) -> Completion:
         args = self._split(body, _CHAT_PARAMS)
-        data = await self._call(lambda: self._client.chat.completions.with_raw_response.create(**args))
-        return completion_from_json(data, "chat")
+        return await self._call(lambda: self._client.chat.completions.with_raw_response.create(**args), "chat")
 
     async def complete(self, body: dict[str, Any]) -> Completion:
         args = self._split(body, _COMPLETION_PARAMS)
-        data = await self._call(lambda: self._client.completions.with_raw_response.create(**args))
-        return completion_from_json(data, "text")
+        return await self._call(lambda: self._client.completions.with_raw_response.create(**args), "text")
 
     async def models(self) -> list[str]:
         with self._mapped():

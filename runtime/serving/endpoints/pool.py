@@ -326,6 +326,8 @@ class EndpointPool(Client):
                     finally:
                         stats.in_flight -= 1
                     member.window.latencies.append(time.monotonic() - started)
+                    if result.limit_resets_in:  # the reply says the rate limit is spent: wait, not for the 429
+                        member.slots.pause_until(time.monotonic() + result.limit_resets_in)
                 finally:
                     member.slots.release()
                 stats.prompt_tokens += result.prompt_tokens
