@@ -15,7 +15,6 @@ one judges: pairs go on unjudged and the Curator keeps them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from typing import ClassVar, Literal
@@ -209,12 +208,12 @@ class Critic(CriticRole):
             return Assessment(id=message.id, round=message.round, model_version=model.version, response=message,
                               quality=Score(), following=Score(), judged=False)
         try:
-            if self.config.style == "authors":  # following is asked only of pairs whose quality could be read
-                quality = await self.score("quality", message, model)
-                following = await self.score("following", message, model) if quality.value is not None else Score()
-            else:
-                quality, following = await asyncio.gather(
-                    self.score("quality", message, model), self.score("following", message, model))
+            # One after the other: both prompts open with the same pair, so the second one's prefill
+            # is mostly the first one's, already in the server's prefix cache (sent together, both
+            # would compute it). The authors ask following only of pairs whose quality could be read.
+            quality = await self.score("quality", message, model)
+            following = (await self.score("following", message, model)
+                         if quality.value is not None or self.config.style != "authors" else Score())
         except EndpointError as err:
             return Verdict(id=message.id, round=message.round, model_version=model.version, status="failed",
                            stage="critic", reason=err.reason)

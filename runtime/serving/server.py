@@ -125,7 +125,11 @@ class ManagedServer:
                 "--host", c.host, "--port", str(self.port), "--served-model-name", self.served_name,
                 "--max-model-len", str(c.max_model_len), "--disable-uvicorn-access-log"]
         if self.device == "cpu":
-            args += ["--dtype", "float32", "--enforce-eager"]
+            # Blocks of 32 tokens, not vLLM-CPU's 128: the prefix cache reuses whole blocks, and the
+            # prompts that share a prefix here (a pair's two critic prompts, a proposal prompt's
+            # header) share a few hundred tokens. Measured on 2 cores: critic traffic 1.3x the
+            # generated tokens/s. `extra_args` come after and may set another size.
+            args += ["--dtype", "float32", "--enforce-eager", "--block-size", "32"]
         if self.lora:
             args += ["--enable-lora", "--max-lora-rank", str(c.max_lora_rank), "--max-loras", "2"]
         if c.tensor_parallel_size > 1:

@@ -87,3 +87,17 @@ def test_the_golden_prompts_show_what_each_recipe_is():
     # Self-Instruct: 8 examples, 2 of them the run's own, one instruction a line, continued at 9.
     assert self_instruct["propose"].rstrip().endswith("9.")
     assert sum(task.instruction in self_instruct["propose"] for task in HISTORY) == 2
+
+
+@pytest.mark.parametrize("style", ["authors", "judge"])
+def test_a_pairs_two_critic_prompts_open_with_the_same_pair(style):
+    # The Critic asks quality, then following: the second prompt's prefill is the first one's up to
+    # where they differ, already in the server's prefix cache. That holds only while both open with
+    # the whole pair (instruction, input, answer) and put the aspect after it.
+    config = load_config(overrides={"endpoints": [{"base_url": "http://127.0.0.1:9/v1"}], "critic.style": style},
+                         environ={})
+    base = ServedModel("v0", "model")
+    critic = Critic(config.critic, None, Models(base, base), load_inputs(config).critic_templates)
+    quality, following = critic.prompt("quality", RESPONSE), critic.prompt("following", RESPONSE)
+    shared = os.path.commonprefix([quality, following])
+    assert RESPONSE.text in shared and INSTRUCTION.input in shared and quality != following
