@@ -14,37 +14,14 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .filter_names import (DEFAULT_INSTRUCTION_FILTERS, DEFAULT_RESPONSE_FILTERS, INSTRUCTION_FILTERS, RECIPE_BLACKLIST,
+                           RESPONSE_FILTERS, known_filters)
 from .placement_checks import check_serving
 from .recipes import merge
-
-#: Words that make the recipe drop an instruction (tasks a text model cannot do).
-RECIPE_BLACKLIST = (
-    "image", "images", "graph", "graphs", "picture", "pictures", "file", "files",
-    "map", "maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram",
-)
-
 
 #: How a role's requests reach the model: the chat API, plain text completions, or completions
 #: where the endpoint serves them and chat otherwise.
 Api = Literal["auto", "chat", "completions"]
-
-#: The Proposer's rule filters, named by the reason they give a dropped instruction.
-INSTRUCTION_FILTERS = ("structure", "length", "blacklist", "blacklist_input", "starts_with_punctuation",
-                       "non_ascii_start", "write_a_program", "input_says_noinput", "format_leak", "url",
-                       "placeholder", "input_in_instruction")
-DEFAULT_INSTRUCTION_FILTERS = ("length", "blacklist", "non_ascii_start", "starts_with_punctuation", "format_leak",
-                               "url", "input_says_noinput", "input_in_instruction")
-#: The Responder's rule filters, named by the reason they give a dropped answer.
-RESPONSE_FILTERS = ("empty_response", "role_leak", "role_lines", "answer_choices", "noinput_in_response", "can_you",
-                    "do_you", "question_after_break", "choice_letters", "cjk", "apology_start")
-DEFAULT_RESPONSE_FILTERS = ("empty_response", "role_leak", "answer_choices", "noinput_in_response")
-
-
-def _known(names: list[str], known: tuple[str, ...], what: str) -> list[str]:
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"unknown {what} filter(s) {', '.join(unknown)} (known: {', '.join(known)})")
-    return names
 
 
 class _Section(BaseModel):
@@ -149,7 +126,7 @@ class ProposerConfig(_Section):
     @field_validator("filters")
     @classmethod
     def _check_filters(cls, names: list[str]) -> list[str]:
-        return _known(names, INSTRUCTION_FILTERS, "instruction")
+        return known_filters(names, INSTRUCTION_FILTERS, "instruction")
 
 
 class ResponderConfig(_Section):
@@ -179,7 +156,7 @@ class ResponderConfig(_Section):
     @field_validator("filters")
     @classmethod
     def _check_filters(cls, names: list[str]) -> list[str]:
-        return _known(names, RESPONSE_FILTERS, "response")
+        return known_filters(names, RESPONSE_FILTERS, "response")
 
 
 class CriticConfig(_Section):
