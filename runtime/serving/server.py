@@ -34,6 +34,7 @@ from isheep.runtime.core.endpoint import EndpointError
 from isheep.runtime.core.errors import UserError
 from isheep.runtime.core.process import new_session_dying_with_parent
 
+from . import cpu_top_p
 from .endpoints.errors import send
 
 Progress = Callable[[str], None]
@@ -145,11 +146,14 @@ class ManagedServer:
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.pop("OPENAI_API_KEY", None)
+        env.pop(cpu_top_p.ENV, None)  # set below where it applies, whatever the caller's shell has
         env["VLLM_API_KEY"] = self.api_key
         env.setdefault("VLLM_LOGGING_LEVEL", "INFO")
         if self.device == "cpu":
             env["VLLM_CPU_KVCACHE_SPACE"] = str(self.config.kv_cache_gb)
             env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # both cores: the runtime needs little
+            if self.config.fast_top_p:  # isheep's vLLM plugin (cpu_top_p): top-p without the vocabulary sort
+                env[cpu_top_p.ENV] = "window"
         if self.dev_mode:
             env["VLLM_SERVER_DEV_MODE"] = "1"
         if self.lora:

@@ -139,3 +139,13 @@ def test_sharing_a_gpu_with_a_memory_share_set_is_allowed():
     config = load_config(overrides={"server.gpus": [0], "trainer.gpus": [0], "server.gpu_memory_utilization": 0.4},
                          environ={})
     assert config.server.gpu_memory_utilization == 0.4
+
+
+def test_the_cpu_server_gets_isheeps_top_p_plugin_unless_told_not_to(tmp_path, monkeypatch):
+    """vLLM-CPU sorts the vocabulary for top-p; the managed CPU server turns on isheep's windowed filter."""
+    monkeypatch.setenv("ISHEEP_CPU_TOP_P", "window")  # left over in a user's shell: off means off
+    on, off, gpu = (ManagedServer(ServerConfig(device=device, fast_top_p=fast), Path("/m"), tmp_path / "s.log",
+                                  served_name="m") for device, fast in (("cpu", True), ("cpu", False), ("cuda", True)))
+    assert on.environment()["ISHEEP_CPU_TOP_P"] == "window"
+    assert "ISHEEP_CPU_TOP_P" not in off.environment()
+    assert "ISHEEP_CPU_TOP_P" not in gpu.environment()  # vLLM samples with FlashInfer there

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -12,8 +13,8 @@ from support.procs import clean_environ, isheep_cmd
 
 
 class Served:
-    def __init__(self, url: str, key: str, model: str, proc: subprocess.Popen) -> None:
-        self.url, self.key, self.model, self.proc = url, key, model, proc
+    def __init__(self, url: str, key: str, model: str, proc: subprocess.Popen, log: Path) -> None:
+        self.url, self.key, self.model, self.proc, self.log = url, key, model, proc, log
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,6 @@ def vllm_server(embedded_model, tmp_path_factory) -> Iterator[Served]:
         if line.startswith("export "):
             key, value = line[len("export "):].strip().split("=", 1)
             values[key] = value
-    yield Served(values["OPENAI_BASE_URL"], values["OPENAI_API_KEY"], embedded_model.name, proc)
+    yield Served(values["OPENAI_BASE_URL"], values["OPENAI_API_KEY"], embedded_model.name, proc, log)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
