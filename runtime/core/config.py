@@ -314,6 +314,8 @@ class ServerConfig(_Section):
     max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank the server accepts (lora swap).")
     fast_top_p: bool = Field(True, description=(
         "On CPU, top-p from each row's largest logits, not a sort of the vocabulary (the same tokens kept)."))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
+        "vLLM's log level in server.log (its VLLM_LOGGING_LEVEL, whatever this process's environment says)."))
     startup_timeout_s: float = Field(900.0, gt=0, description="Give up when not ready after this long.")
     max_restarts: int = Field(3, ge=0, description="Restarts after crashes before the run stops.")
     max_in_flight: int = Field(256, ge=1, description="Requests in flight to each managed server at most (a ceiling).")

@@ -148,7 +148,9 @@ class ManagedServer:
         env.pop("OPENAI_API_KEY", None)
         env.pop(cpu_top_p.ENV, None)  # set below where it applies, whatever the caller's shell has
         env["VLLM_API_KEY"] = self.api_key
-        env.setdefault("VLLM_LOGGING_LEVEL", "INFO")
+        # Set, not defaulted: importing TRL sets VLLM_LOGGING_LEVEL=ERROR in its process (a script
+        # that imports it, the test suite), and the server's log would lose vLLM's start-up lines.
+        env["VLLM_LOGGING_LEVEL"] = self.config.log_level
         if self.device == "cpu":
             env["VLLM_CPU_KVCACHE_SPACE"] = str(self.config.kv_cache_gb)
             env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # both cores: the runtime needs little

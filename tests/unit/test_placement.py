@@ -149,3 +149,13 @@ def test_the_cpu_server_gets_isheeps_top_p_plugin_unless_told_not_to(tmp_path, m
     assert on.environment()["ISHEEP_CPU_TOP_P"] == "window"
     assert "ISHEEP_CPU_TOP_P" not in off.environment()
     assert "ISHEEP_CPU_TOP_P" not in gpu.environment()  # vLLM samples with FlashInfer there
+
+
+def test_the_server_logs_at_its_configured_level_whatever_trl_set(tmp_path, monkeypatch):
+    """Importing TRL sets VLLM_LOGGING_LEVEL=ERROR in the importing process; server.log keeps vLLM's lines."""
+    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "ERROR")  # what `import trl` leaves (trl/_compat.py)
+    server = ManagedServer(ServerConfig(device="cpu"), Path("/m"), tmp_path / "s.log", served_name="m")
+    assert server.environment()["VLLM_LOGGING_LEVEL"] == "INFO"
+    quiet = ManagedServer(ServerConfig(device="cpu", log_level="WARNING"), Path("/m"), tmp_path / "s.log",
+                          served_name="m")
+    assert quiet.environment()["VLLM_LOGGING_LEVEL"] == "WARNING"
