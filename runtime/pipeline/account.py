@@ -46,6 +46,8 @@ class RoundAccount:
     calls_in_flight: int = 0
     calls_done: int = 0
     admitted_total: int = 0
+    #: Ids the calls of this process were granted (drafts screened out or not), for the cap's estimate.
+    drafted: int = 0
     tasks_per_call: int = 20
     #: In flight at least, whatever the estimate (a slow server batches better with more).
     min_pending: int = 0
@@ -64,6 +66,7 @@ class RoundAccount:
         """Ids for up to ``wanted`` new items under the proposal cap (the rest go unrecorded)."""
         granted = max(0, min(wanted, self.cap - self.proposed))
         self.proposed += granted
+        self.drafted += granted
         first = self.next_seq
         self.next_seq += granted
         self.note_close()
@@ -89,7 +92,12 @@ class RoundAccount:
         return not self.quota_met and self.proposed < self.cap
 
     def enough_in_flight(self) -> bool:
-        """Would the pairs already in the pipeline likely meet the quota? (The round's tail.)
+        """Would the pairs already in the pipeline likely meet the quota, or the calls under way
+        fill the proposal cap? (The round's tail.)
+
+        The cap first: drafts past it are dropped unrecorded, so a call that would only bring
+        some is not sent while the calls in flight are expected (at the drafts a call has brought
+        so far, ``tasks_per_call`` before any) to reach it; if they bring fewer, proposing resumes.
 
         The keep rate is estimated from the round so far, pulled towards ``prior_rate`` (the
         previous round's, 1 for a first round) by ten pseudo-items (the first items to finish
@@ -98,8 +106,10 @@ class RoundAccount:
         if the estimate was too hopeful, the in-flight items finish, this turns false, and
         proposing resumes. Closing on instructions, the calls in flight are expected to bring
         their share of screened instructions, whatever becomes of them later. Below
-        ``min_pending`` in flight it never holds.
+        ``min_pending`` in flight the quota's estimate never holds.
         """
+        if self.proposed + self.calls_in_flight * self.drafts_per_call >= self.cap:
+            return True
         per_call = self.per_call
         if self.close_on == "instructions":
             return self.screened + self.calls_in_flight * per_call >= self.quota
@@ -113,6 +123,11 @@ class RoundAccount:
     def per_call(self) -> float:
         """Instructions a proposal call admits, on average so far (the call's asking before any finished)."""
         return self.admitted_total / self.calls_done if self.calls_done else self.tasks_per_call
+
+    @property
+    def drafts_per_call(self) -> float:
+        """Ids a proposal call takes, on average so far (the call's asking before any finished)."""
+        return self.drafted / self.calls_done if self.calls_done else self.tasks_per_call
 
     def should_wait(self, queued: int, target: int, room: bool) -> bool:
         """Should a Proposer wait for progress rather than send another call now?

@@ -235,3 +235,25 @@ def test_the_rounds_tail_wins_over_an_idle_server():
     # Quota 5, 10 in the pipeline at the prior 1: expected to meet it. An idle server gets no call.
     account = RoundAccount(round=1, quota=5, cap=1000, in_pipeline=10)
     assert account.should_wait(queued=0, target=64, room=True)
+
+
+def test_calls_under_way_that_would_fill_the_cap_hold_the_next_one():
+    # Cap 48, 24 proposed; calls so far took 24/3 = 8 ids each. Two calls in flight: 24 + 16 = 40 < 48,
+    # a third may go; three: 24 + 24 = 48, it would only bring drafts that are dropped unrecorded.
+    account = RoundAccount(round=1, quota=100, cap=48, proposed=24, drafted=24, calls_done=3, calls_in_flight=2,
+                           min_pending=1000)
+    assert not account.enough_in_flight()
+    account.calls_in_flight = 3
+    assert account.enough_in_flight()  # whatever min_pending says: the cap is the round's end
+    # The three brought 3 ids between them (27/6 = 4.5 a call now): 27 + 4.5 < 48, room for another call.
+    account.calls_in_flight, account.calls_done, account.drafted, account.proposed = 1, 6, 27, 27
+    assert not account.enough_in_flight()
+
+
+def test_before_any_call_finished_a_call_is_expected_to_take_tasks_per_call_ids():
+    account = RoundAccount(round=1, quota=100, cap=40, tasks_per_call=20, calls_in_flight=1)
+    assert not account.enough_in_flight()  # 0 + 20 < 40
+    account.calls_in_flight = 2
+    assert account.enough_in_flight()  # 0 + 40 >= 40
+    account.allocate(5)
+    assert account.drafted == 5 and account.proposed == 5
