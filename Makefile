@@ -39,6 +39,7 @@ bench: install
 	$(PY) bench/dedup.py
 	$(PY) bench/pipeline.py --monitor
 	$(PY) bench/load.py
+	$(PY) bench/sampling.py
 	$(PY) bench/serving.py
 	$(PY) bench/budget.py
 	$(PY) bench/swap.py
