@@ -82,7 +82,7 @@ class ClientConfig(_Section):
 class ProposerConfig(_Section):
     """Instruction synthesis (recipe steps 1-3)."""
 
-    workers: int = Field(64, ge=1, le=1024, description="Proposal requests at most; the round's pacing decides.")
+    workers: int = Field(16, ge=1, le=1024, description="Proposal requests at most; the round's pacing decides.")
     api: Api = Field("chat", description=(
         "chat: meta-prompt as a user turn; completions: the model continues the list; auto: completions where "
         "the endpoint serves them, chat otherwise."))
@@ -132,7 +132,7 @@ class ProposerConfig(_Section):
 class ResponderConfig(_Section):
     """Answers (recipe steps 4-5)."""
 
-    workers: int = Field(256, ge=1, le=4096, description="Answer requests at most (the endpoints' limits decide).")
+    workers: int = Field(64, ge=1, le=4096, description="Answer requests at most (the endpoints' limits decide).")
     temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature of answers.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling of answers.")
     max_tokens: int = Field(1000, ge=1, description="Tokens per answer.")
@@ -163,7 +163,7 @@ class CriticConfig(_Section):
     """Self-assessment (recipe step 6): quality and instruction following, 1-10 each."""
 
     enabled: bool = Field(True, description="Assess pairs; off: the rule filters alone decide (Self-Instruct).")
-    workers: int = Field(256, ge=1, le=4096, description="Pairs being assessed at most (one request at a time each).")
+    workers: int = Field(64, ge=1, le=4096, description="Pairs being assessed at most (one request at a time each).")
     style: Literal["authors", "judge"] = Field("judge", description=(
         "authors: I-SHEEP's two plain scoring prompts, '<score>||<explanation>' replies; judge: chat prompts "
         "with a JSON schema where the endpoint supports one."))
