@@ -181,6 +181,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 runtime = await runtime_phase(server, args.seconds, profile, Path(tmp) / f"{profile}{pair}")
                 # The same mix: what the runtime sent during its measured window, as many at once.
                 bodies = [(kind, body) for at, kind, body in Recorder.bodies if runtime["t0"] <= at <= runtime["t1"]]
+                if not bodies:  # nothing to replay (the bare phase would spin on an empty list)
+                    sys.exit(f"{profile}: the runtime sent no request in its window; a longer --warm-up?")
                 bare = await bare_phase(server, args.seconds, max(1, round(runtime["in_flight"])), bodies)
                 plain = await plain_phase(server, args.seconds)
                 responder = load_config(PROFILES[profile]).responder
