@@ -7,7 +7,11 @@ endpoint serves completions; quality is asked first, and following only when qua
 read, as theirs. ``judge``: chat prompts that ask for a JSON object, constrained with a JSON
 schema (``response_format``) where the endpoint honours one; in ``auto`` mode an endpoint that
 refuses the schema (or ignores it) gets text prompts from then on, and the pair that found out
-is asked again, so no item is lost. Either way the reply is read by :func:`parse_score`. A
+is asked again, so no item is lost. The judge's ``layout``: ``conversation`` replays the
+pair as the chat it was (the instruction as the user's turn, the answer as the assistant's, after
+the Responder's system prompt if it had one) and asks in a new user turn, so a server that wrote
+the answer serves the pair's prefill from its prefix cache; ``quoted`` quotes the pair inside one
+user turn. Either way the reply is read by :func:`parse_score`. A
 reply that cannot be read as a score from 1 to 10 is not an error: its score is None, and the
 Curator rejects the pair for it. With ``enabled = false`` (Self-Instruct, Dromedary's round) no
 one judges: pairs go on unjudged and the Curator keeps them.
@@ -22,7 +26,7 @@ from typing import ClassVar, Literal
 from isheep.runtime.core.config import CriticConfig
 from isheep.runtime.core.endpoint import Client, Completion, EndpointError
 from isheep.runtime.core.errors import GarbageOutput
-from isheep.runtime.core.messages import Assessment, Response, Score, Verdict
+from isheep.runtime.core.messages import Assessment, Response, Score, Verdict, user_turn
 from isheep.runtime.core.roles import Aspect, CriticRole, RoundContext
 from isheep.runtime.core.types import Models, ServedModel
 
@@ -42,6 +46,17 @@ FORMAT_TEXT = ("Reply with the score, two vertical bars, then a one-sentence exp
 # No example score: small models copy it.
 FORMAT_JSON = ('Reply with a JSON object with the keys "score" (an integer from 1 to 10) and "explanation" '
                '(one sentence).')
+
+#: The template kind of each prompt set (``{}``: the aspect), by :func:`template_key`.
+KINDS = {"authors": "critic_{}", "judge": "judge_{}", "judge_turn": "judge_{}_turn"}
+
+
+def template_key(config: CriticConfig) -> str:
+    """Which prompt set a critic of ``config`` asks with (a key of :data:`KINDS`)."""
+    if config.style == "authors":
+        return "authors"
+    return "judge" if config.layout == "quoted" else "judge_turn"
+
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
 _JSON_PREFIX = re.compile(r'^\{\s*"score"\s*:\s*"?(\d{1,3}(?:\.\d+)?)"?\s*,')  # cut off in the explanation
@@ -137,23 +152,41 @@ class Critic(CriticRole):
         self._completions = True  # until the endpoints say they only do chat
         self._unparseable_streak = 0
         self._context: RoundContext | None = None
+        #: The Responder's system prompt (the conversation layout replays it; None: the model's default).
+        self._system: str | None = None
 
     async def on_round_start(self, context: RoundContext) -> None:
         self._context = context
         self.config = context.config.critic
+        self._system = context.config.responder.system_prompt
 
     @property
     def model(self) -> ServedModel:
         return self.models.base if self.config.model == "base" else self.models.policy
 
     def prompt(self, aspect: Aspect, response: Response) -> str:
-        inst = response.instruction
-        if self.config.style == "authors":
+        """The text of the request's last (or only) user turn: the whole quoted pair, or the question."""
+        inst, key = response.instruction, template_key(self.config)
+        if key == "authors":
             task = f"{inst.instruction} {inst.input}" if inst.input else inst.instruction
             return self.templates["authors"][aspect].format(task=task, response=response.text)
-        return self.templates["judge"][aspect].format(
+        reply = FORMAT_JSON if self.mode == "json" else FORMAT_TEXT
+        if key == "judge_turn":
+            return self.templates[key][aspect].format(format=reply)
+        return self.templates[key][aspect].format(
             instruction=inst.instruction, input_block=f"\n[Input]\n{inst.input}\n" if inst.input else "",
-            response=response.text, format=FORMAT_JSON if self.mode == "json" else FORMAT_TEXT)
+            response=response.text, format=reply)
+
+    def messages(self, aspect: Aspect, response: Response) -> list[dict[str, str]]:
+        """The chat turns of one assessment: the pair's own turns first in the conversation layout,
+        exactly as the Responder sent them (so the server's prefix cache matches), then the question."""
+        question = [{"role": "user", "content": self.prompt(aspect, response)}]
+        if template_key(self.config) != "judge_turn":
+            return question
+        inst = response.instruction
+        turns = [{"role": "system", "content": self._system}] if self._system is not None else []
+        return turns + [{"role": "user", "content": user_turn(inst.instruction, inst.input)},
+                        {"role": "assistant", "content": response.text}] + question
 
     async def score(self, aspect: Aspect, response: Response, model: ServedModel | None = None) -> Score:
         """One assessment of one answer (the evaluation gate uses this too)."""
@@ -172,10 +205,10 @@ class Critic(CriticRole):
                     if c.api == "completions" or err.reason != "completions_refused":
                         raise
                     self._completions = False  # chat from now on
-            return await self.pool.chat({**body, "messages": [{"role": "user", "content": self.prompt(aspect, response)}]})
+            return await self.pool.chat({**body, "messages": self.messages(aspect, response)})
         while True:
             mode = self.mode
-            ask = {**body, "messages": [{"role": "user", "content": self.prompt(aspect, response)}]}
+            ask = {**body, "messages": self.messages(aspect, response)}
             try:
                 return await self.pool.chat({**ask, "response_format": RESPONSE_FORMAT} if mode == "json" else ask)
             except EndpointError as err:
@@ -185,13 +218,12 @@ class Critic(CriticRole):
                 if not self.pool.supports("response_format"):
                     self._fall_back()
                 else:
-                    return await self.pool.chat({**body, "messages": [{"role": "user", "content": self._text_prompt(
-                        aspect, response)}]})
+                    return await self.pool.chat({**body, "messages": self._text_messages(aspect, response)})
 
-    def _text_prompt(self, aspect: Aspect, response: Response) -> str:
+    def _text_messages(self, aspect: Aspect, response: Response) -> list[dict[str, str]]:
         mode, self.mode = self.mode, "text"
         try:
-            return self.prompt(aspect, response)
+            return self.messages(aspect, response)
         finally:
             self.mode = mode
 

@@ -20,6 +20,12 @@ reuse the prefix cache the runtime's identical requests filled. Targets: runtime
 runtime/plain >= 0.90.
 
     python bench/serving.py [--seconds 60] [--pairs 1] [--profiles embedded,default]
+
+Each pair also prints the prompt tokens the server computed per generated token (those its prefix
+cache did not serve) and the share of prompt tokens the cache served, per phase: what separates a
+runtime's requests from short chats. ``embedded-quoted`` and ``default-quoted`` are the profiles
+with the judge's pair quoted in one user turn (``critic.layout``), to compare with the conversation
+layout in the same minutes.
 """
 
 from __future__ import annotations
@@ -46,13 +52,16 @@ from isheep.runtime.serving.models import resolve_model
 from isheep.runtime.serving.server import ManagedServer
 
 ROOT = Path(__file__).resolve().parents[1]
-_COUNTER = re.compile(r"^vllm:generation_tokens_total(?:\{[^}]*\})?\s+([0-9.eE+]+)", re.MULTILINE)
+#: The server's counters a window reads: tokens generated, prompt tokens, and prefix-cache lookups
+#: and hits (in tokens), so the prefill each phase really cost the server shows beside its rate.
+COUNTERS = ("generation_tokens", "prompt_tokens", "prefix_cache_queries", "prefix_cache_hits")
 
 
-async def generated_tokens(root: str) -> float:
+async def counters(root: str) -> dict[str, float]:
     async with aiohttp.ClientSession() as session, session.get(f"{root}/metrics") as resp:
         text = await resp.text()
-    return sum(float(v) for v in _COUNTER.findall(text))
+    return {name: sum(float(v) for v in re.findall(rf"^vllm:{name}_total(?:\{{[^}}]*\}})?\s+([0-9.eE+]+)", text,
+                                                    re.MULTILINE)) for name in COUNTERS}
 
 
 class Recorder(HttpEndpoint):
@@ -80,26 +89,37 @@ class Recorder(HttpEndpoint):
 async def window(root: str, seconds: float, warm_up: float, in_flight: Callable[[], int]) -> dict[str, float]:
     """Generated tokens/s over ``seconds`` after ``warm_up``, and the mean requests in flight."""
     await asyncio.sleep(warm_up)
-    t0, n0 = time.monotonic(), await generated_tokens(root)
+    t0, c0 = time.monotonic(), await counters(root)
     samples = []
     while time.monotonic() - t0 < seconds:
         samples.append(in_flight())
         await asyncio.sleep(0.25)
-    t1, n1 = time.monotonic(), await generated_tokens(root)
-    return {"rate": (n1 - n0) / (t1 - t0), "t0": t0, "t1": t1, "in_flight": sum(samples) / len(samples)}
+    t1, c1 = time.monotonic(), await counters(root)
+    d = {name: c1[name] - c0[name] for name in COUNTERS}
+    generated = max(d["generation_tokens"], 1.0)
+    return {"rate": d["generation_tokens"] / (t1 - t0), "t0": t0, "t1": t1, "in_flight": sum(samples) / len(samples),
+            # prompt tokens the server computed (not served from its prefix cache) per generated token
+            "prefill": (d["prompt_tokens"] - d["prefix_cache_hits"]) / generated,
+            "cached": d["prefix_cache_hits"] / d["prefix_cache_queries"] if d["prefix_cache_queries"] else 0.0}
 
 
 #: Seconds each phase runs before its window opens (the runtime's pipeline fills; set by --warm-up).
 WARM_UP = [45.0]
-PROFILES = {"embedded": str(ROOT / "examples" / "configs" / "embedded.toml"), "default": None}
+EMBEDDED = str(ROOT / "examples" / "configs" / "embedded.toml")
+#: Profiles by name: a config file (None: the defaults) and keys set over it. The ``-quoted`` ones
+#: judge with the pair quoted in one user turn, for a side-by-side look at the conversation layout.
+PROFILES: dict[str, tuple[str | None, dict[str, Any]]] = {
+    "embedded": (EMBEDDED, {}), "default": (None, {}),
+    "embedded-quoted": (EMBEDDED, {"critic.layout": "quoted"}), "default-quoted": (None, {"critic.layout": "quoted"})}
 
 
 async def runtime_phase(server: ManagedServer, seconds: float, profile: str, folder: Path) -> dict[str, float]:
     import isheep.runtime.serving.endpoints.pool as pool_module
 
     # Only what a measurement needs: this server, a round too large to end, no training.
-    config = load_config(PROFILES[profile], {
-        "endpoints": [{"base_url": server.url}], "out": str(folder), "rounds": 1, "close_on": "kept",
+    path, keys = PROFILES[profile]
+    config = load_config(path, {
+        **keys, "endpoints": [{"base_url": server.url}], "out": str(folder), "rounds": 1, "close_on": "kept",
         "round_size": 100_000, "max_proposed": 100_000, "trainer.backend": "none"},
         environ={"OPENAI_API_KEY": server.api_key})
     original = pool_module.endpoint_kind
@@ -185,11 +205,15 @@ async def main_async(args: argparse.Namespace) -> None:
                     sys.exit(f"{profile}: the runtime sent no request in its window; a longer --warm-up?")
                 bare = await bare_phase(server, args.seconds, max(1, round(runtime["in_flight"])), bodies)
                 plain = await plain_phase(server, args.seconds)
-                responder = load_config(PROFILES[profile]).responder
+                responder = load_config(PROFILES[profile][0]).responder
                 sampled = await plain_phase(server, args.seconds, sampling={
                     "temperature": responder.temperature, "top_p": responder.top_p})
                 ratios[profile].append((runtime["rate"] / bare["rate"], runtime["rate"] / plain["rate"],
                                         runtime["rate"] / sampled["rate"]))
+                print(f"{profile} pair {pair + 1}: computed prompt tokens per generated token (share of prompt "
+                      f"tokens from the prefix cache): runtime {runtime['prefill']:.2f} ({runtime['cached']:.0%}), "
+                      f"bare {bare['prefill']:.2f} ({bare['cached']:.0%}), plain {plain['prefill']:.2f} "
+                      f"({plain['cached']:.0%})", flush=True)
                 print(f"{profile} pair {pair + 1}: runtime {runtime['rate']:.1f} tok/s ({runtime['in_flight']:.1f} in "
                       f"flight on average) | bare {bare['rate']:.1f} tok/s ({bare['in_flight']:.1f} in flight, "
                       f"replaying the {len(bodies)} requests of the runtime's window) | plain 16 chats "

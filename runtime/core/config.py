@@ -171,6 +171,9 @@ class CriticConfig(_Section):
     structured: Literal["auto", "json", "text"] = Field(
         "auto", description="judge style: json: response_format schema; text: parse '<score>||<why>'; auto: json, "
         "text where the schema is refused.")
+    layout: Literal["conversation", "quoted"] = Field("conversation", description=(
+        "judge style: conversation: the pair as the chat it was (instruction, answer), the question in a new user "
+        "turn, so a server that wrote the answer has the pair in its prefix cache; quoted: all in one user turn."))
     model: Literal["current", "base"] = Field("current", description="Which model assesses.")
     endpoint: EndpointConfig | None = Field(None, description=(
         "A server of the base model for the judge (it must serve it under the run's model name); default: the "
@@ -179,8 +182,8 @@ class CriticConfig(_Section):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of assessments.")
     max_tokens: int = Field(256, ge=8, description="Tokens per assessment reply.")
     stop: list[str] = Field(default_factory=list, description="Stop strings of assessment requests.")
-    quality_template: Path | None = Field(None, description="Default: the style's quality prompt.")
-    following_template: Path | None = Field(None, description="Default: the style's following prompt.")
+    quality_template: Path | None = Field(None, description="Default: the style's (and layout's) quality prompt.")
+    following_template: Path | None = Field(None, description="Default: the style's (and layout's) following prompt.")
     max_unparseable_streak: int = Field(
         50, ge=1, description="Stop the run if this many assessments in a row cannot be parsed."
     )

@@ -24,6 +24,9 @@ PLACEHOLDERS: dict[str, tuple[set[str], set[str]]] = {
     "critic_following": ({"task", "response"}, set()),
     "judge_quality": ({"instruction", "input_block", "response", "format"}, set()),
     "judge_following": ({"instruction", "input_block", "response", "format"}, set()),
+    # The judge's question after the pair replayed as chat turns (critic.layout = "conversation").
+    "judge_quality_turn": ({"format"}, set()),
+    "judge_following_turn": ({"format"}, set()),
 }
 
 

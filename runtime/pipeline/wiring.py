@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from isheep.agents import Critic, Curator, Proposer, Responder, Trainer
+from isheep.agents.critic import KINDS, template_key
 from isheep.runtime.core.config import RunConfig
 from isheep.runtime.core.errors import UserError
 from isheep.runtime.core.messages import QuestionType, SeedTask
@@ -43,7 +44,8 @@ class Inputs:
     propose_template: str
     #: The Responder's prompts by style: ``plain`` (and ``principles``, ``verbose`` where used).
     responder_prompts: dict[str, str]
-    #: The Critic's prompts by style (``authors``, ``judge``), then by aspect.
+    #: The Critic's prompts by :func:`~isheep.agents.critic.template_key` (``authors``, ``judge``,
+    #: ``judge_turn``), then by aspect.
     critic_templates: dict[str, dict[str, str]]
     topics: tuple[list[QuestionType], str] | None = None
     #: Every instruction of this run that passed screening so far (a resumed run's history).
@@ -71,10 +73,9 @@ def load_inputs(config: RunConfig) -> Inputs:
             template = template.format(principles=principles, exemplars=exemplars, query="{query}")
         prompts[style] = template
     critic = {}
-    for style in {c.style} | {rc.critic.style for rc in rounds if rc.critic.enabled}:
-        prefix = "critic" if style == "authors" else "judge"
-        critic[style] = {aspect: load_template(f"{prefix}_{aspect}", path, recipe) for aspect, path in
-                         (("quality", c.quality_template), ("following", c.following_template))}
+    for key in {template_key(c)} | {template_key(rc.critic) for rc in rounds if rc.critic.enabled}:
+        critic[key] = {aspect: load_template(KINDS[key].format(aspect), path, recipe) for aspect, path in
+                       (("quality", c.quality_template), ("following", c.following_template))}
     topics = None
     if any(rc.proposer.topic_share for rc in rounds):
         topics = (load_topics(p.topics or recipe.prompt("topics.jsonl")),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from typing import Any, Callable
 
 import aiohttp
@@ -48,6 +49,8 @@ class ServerApi:
         #: Told of every call to a route outside the OpenAI API (pause, sleep, reload...) with its
         #: outcome and seconds, so a run's event log shows a swap's protocol in order.
         self.on_call: Callable[[str], None] | None = None
+        #: Fingerprint probes carry a fresh vLLM ``cache_salt`` until a server refuses the field.
+        self._salted = True
 
     async def request(self, method: str, url: str, *, json: Any = None, params: dict | None = None,
                       timeout: float = 600) -> Any:
@@ -79,12 +82,15 @@ class ServerApi:
         data = await self.request("GET", f"{self.base_url}/models", timeout=30)
         return [m["id"] for m in data.get("data", [])]
 
-    async def probe(self, model: str, *, logprobs: bool = False) -> dict[str, Any]:
-        """One tiny greedy request: proves ``model`` answers (and, with logprobs, what it computes)."""
+    async def probe(self, model: str, *, logprobs: bool = False, fresh: bool = False) -> dict[str, Any]:
+        """One tiny greedy request: proves ``model`` answers (and, with logprobs, what it computes;
+        ``fresh``: with a cache salt of its own, so vLLM's prefix cache serves none of it)."""
         body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "Say hello."}],
                                 "max_tokens": 4, "temperature": 0.0}
         if logprobs:
             body["logprobs"] = True
+        if fresh:
+            body["cache_salt"] = uuid.uuid4().hex
         data = await self.request("POST", f"{self.base_url}/chat/completions", json=body, timeout=120)
         if data.get("model") and not str(data["model"]).startswith(model):
             raise SwapError(f"a probe for {model!r} was answered by {data['model']!r}")
@@ -92,8 +98,17 @@ class ServerApi:
 
     async def fingerprint(self, model: str) -> list[float] | None:
         """Logprobs of a fixed greedy probe: equal for the same weights, different after training."""
+        # Computed from the weights alone, never from the prefix cache: another request's cached
+        # blocks (the chat template's system prompt is everyone's first block) make the server compute
+        # the rest by another path, which on AVX-512 CPUs moves the logprobs in the fifth decimal.
         try:
-            data = await self.probe(model, logprobs=True)
+            try:
+                data = await self.probe(model, logprobs=True, fresh=self._salted)
+            except SwapError as err:
+                if not self._salted or not any(f"HTTP {code}" in str(err) for code in (400, 422)):
+                    raise
+                self._salted = False  # not vLLM: a server without a prefix cache to bypass, or one that says no
+                data = await self.probe(model, logprobs=True)
             content = data["choices"][0]["logprobs"]["content"]
             return [round(float(t["logprob"]), 6) for t in content]
         except (KeyError, IndexError, TypeError, ValueError):

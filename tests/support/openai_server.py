@@ -113,6 +113,8 @@ class Behaviour:
     # reply says what is left and when the window resets (x-ratelimit-*), and a request past it is a 429.
     rate_limit: int = 0
     rate_window_s: float = 1.0
+    # Refuse vLLM's own request fields (cache_salt) with a 400, as OpenAI's API does.
+    openai_fields_only: bool = False
 
 
 class TestServer:
@@ -274,6 +276,11 @@ class TestServer:
             return None, web.json_response({"error": {"message": "rate limit reached"}}, status=429,
                                            headers=self._rate_headers())
         body = await request.json()
+        if "cache_salt" in body:
+            if self.behaviour.openai_fields_only:
+                return None, web.json_response(
+                    {"error": {"message": "Unrecognized request argument supplied: cache_salt"}}, status=400)
+            self.stats["cache_salted"] += 1
         if body.get("model") != self.behaviour.model:
             return None, web.json_response({"error": {"message": f"model {body.get('model')} not found"}},
                                            status=404)
@@ -361,7 +368,10 @@ class TestServer:
         if early is not None:
             return early
         assert body is not None
-        prompt = "\n\n".join(str(m.get("content", "")) for m in body["messages"])
+        # An earlier assistant turn (the judge's conversation layout) reads as a quoted answer would.
+        prompt = "\n\n".join(f"[The start of the assistant's response]\n{m.get('content', '')}\n"
+                               "[The end of the assistant's response]" if m.get("role") == "assistant"
+                               else str(m.get("content", "")) for m in body["messages"])
         reply = self.reply_to(prompt, "response_format" in body)
         if reply is None:
             return web.json_response({"error": {"message": self.behaviour.schema_refusal}},

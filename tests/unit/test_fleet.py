@@ -149,6 +149,19 @@ async def test_colocated_replicas_sleep_for_training_and_wake_in_vllms_order(ser
     await pool.aclose()
 
 
+async def test_fingerprints_bypass_the_prefix_cache_where_the_server_has_one(server_factory):
+    # A probe's logprobs must come from the weights: a fresh cache salt each time on vLLM (cached
+    # blocks change the arithmetic on some CPUs), and plain probes where the field is refused.
+    vllm_like, openai_like = server_factory(), server_factory(openai_fields_only=True)
+    for server, salted in ((vllm_like, 2), (openai_like, 0)):
+        api = ServerApi(server.url, None)
+        first, second = await api.fingerprint(MODEL), await api.fingerprint(MODEL)
+        assert first is not None and first == second
+        stats = server.stats()
+        assert stats.get("cache_salted", 0) == salted
+        assert stats["routes"]["POST /v1/chat/completions"] == (2 if salted else 3)  # one refusal, then plain
+
+
 async def test_a_colocated_server_wakes_on_its_old_weights_when_training_gives_nothing(server_factory):
     server = server_factory()
     swap = ReloadSwap(ServerApi(server.url, None), sleep=True)

@@ -15,7 +15,8 @@ def test_no_top_level_agents_or_runtime_module(tmp_path):
     assert out.stdout.strip() == "[]"
 
 
-SHIPPED = ("judge_quality.txt", "judge_following.txt", "seeds.jsonl", "benchmarks/instructions.jsonl",
+SHIPPED = ("judge_quality.txt", "judge_following.txt", "judge_quality_turn.txt", "judge_following_turn.txt",
+           "seeds.jsonl", "benchmarks/instructions.jsonl",
            "recipes/isheep/recipe.toml", "recipes/isheep/propose.txt", "recipes/isheep/critic_quality.txt",
            "recipes/isheep/critic_following.txt", "recipes/isheep/respond_plain.txt",
            "recipes/dromedary/recipe.toml", "recipes/dromedary/principles.txt", "recipes/dromedary/exemplars.txt",

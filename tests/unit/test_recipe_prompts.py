@@ -9,15 +9,18 @@ deliberate change: ``ISHEEP_UPDATE_GOLDEN=1 pytest tests/unit/test_recipe_prompt
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from isheep.agents import Critic, Proposer, Responder
+from isheep.runtime.core.endpoint import Completion
 from isheep.runtime.core.loading import load_config
 from isheep.runtime.core.messages import Instruction, ProposalRequest, Response, SeedTask
 from isheep.runtime.core.recipes import recipe_names
+from isheep.runtime.core.roles import RoundContext
 from isheep.runtime.core.types import Models, ServedModel
 from isheep.runtime.data import RougeIndex
 from isheep.runtime.pipeline.wiring import load_inputs
@@ -49,11 +52,12 @@ def rendered(recipe: str) -> dict[str, str]:
         responder = Responder(config.for_round(k).responder, None, Models(model, base), inputs.responder_prompts)
         prompt, plain = responder.prompt(INSTRUCTION)
         out[f"respond_round{k}"] = f"[{'plain text' if plain else 'user turn'}]\n{prompt}"
-    for style, aspects in sorted(inputs.critic_templates.items()):
-        critic = Critic(config.critic.model_copy(update={"style": style}), None, Models(base, base),
-                        inputs.critic_templates)
-        for aspect in aspects:
-            out[f"critic_{style}_{aspect}"] = critic.prompt(aspect, RESPONSE)
+    for key, aspects in sorted(inputs.critic_templates.items()):
+        critic = Critic(config.critic.model_copy(update={"style": "authors" if key == "authors" else "judge"}), None,
+                        Models(base, base), inputs.critic_templates)
+        for aspect in aspects:  # the authors' prompts are plain text where the endpoint serves completions
+            out[f"critic_{key}_{aspect}"] = critic.prompt(aspect, RESPONSE) if key == "authors" else "".join(
+                f"[{turn['role']}]\n{turn['content']}\n" for turn in critic.messages(aspect, RESPONSE))
     return out
 
 
@@ -89,15 +93,48 @@ def test_the_golden_prompts_show_what_each_recipe_is():
     assert sum(task.instruction in self_instruct["propose"] for task in HISTORY) == 2
 
 
-@pytest.mark.parametrize("style", ["authors", "judge"])
-def test_a_pairs_two_critic_prompts_open_with_the_same_pair(style):
+@pytest.mark.parametrize("style,layout", [("authors", "conversation"), ("judge", "quoted"), ("judge", "conversation")])
+def test_a_pairs_two_critic_prompts_open_with_the_same_pair(style, layout):
     # The Critic asks quality, then following: the second prompt's prefill is the first one's up to
     # where they differ, already in the server's prefix cache. That holds only while both open with
     # the whole pair (instruction, input, answer) and put the aspect after it.
-    config = load_config(overrides={"endpoints": [{"base_url": "http://127.0.0.1:9/v1"}], "critic.style": style},
-                         environ={})
+    config = load_config(overrides={"endpoints": [{"base_url": "http://127.0.0.1:9/v1"}], "critic.style": style,
+                                    "critic.layout": layout}, environ={})
     base = ServedModel("v0", "model")
     critic = Critic(config.critic, None, Models(base, base), load_inputs(config).critic_templates)
-    quality, following = critic.prompt("quality", RESPONSE), critic.prompt("following", RESPONSE)
+    quality, following = (json.dumps(critic.messages(aspect, RESPONSE)) for aspect in ("quality", "following"))
     shared = os.path.commonprefix([quality, following])
     assert RESPONSE.text in shared and INSTRUCTION.input in shared and quality != following
+
+
+@pytest.mark.parametrize("system_prompt", [None, "You answer briefly."])
+async def test_the_conversation_layout_replays_the_responders_own_turns(system_prompt):
+    # A server's prefix cache serves the judge's prefill of the pair only if its turns are, token for
+    # token, the ones the Responder sent, followed by the answer it got back.
+    config = load_config(overrides={"endpoints": [{"base_url": "http://127.0.0.1:9/v1"}],
+                                    "responder.system_prompt": system_prompt, "responder.api": "chat",
+                                    "critic.style": "judge", "critic.layout": "conversation"}, environ={})
+    sent: list[dict] = []
+
+    class Recording:
+        async def chat(self, body):
+            sent.append(body)
+            return Completion(text='{"score": 7, "explanation": "fine"}' if len(sent) > 1 else RESPONSE.text,
+                              finish_reason="stop", prompt_tokens=1, completion_tokens=1, model="model")
+
+    base, trained = ServedModel("v0", "model"), ServedModel("v1", "model")
+    inputs = load_inputs(config)
+    responder = Responder(config.responder, Recording(), Models(trained, base), inputs.responder_prompts)
+    critic = Critic(config.critic, Recording(), Models(trained, base), inputs.critic_templates)
+    context = RoundContext(round=2, config=config, allocate=lambda n: [], note=lambda *a: None)
+    await responder.on_round_start(context)
+    await critic.on_round_start(context)
+    response = await responder.handle(INSTRUCTION)
+    assessment = await critic.handle(response)
+    assert assessment.quality.value == 7 and assessment.following.value == 7
+    asked, judged = sent[0]["messages"], [body["messages"] for body in sent[1:]]
+    for turns in judged:
+        assert turns[:len(asked)] == asked
+        assert turns[len(asked)] == {"role": "assistant", "content": RESPONSE.text}
+        assert turns[-1]["role"] == "user" and "Rate from 1 to 10" in turns[-1]["content"]
+    assert judged[0][-1] != judged[1][-1]
