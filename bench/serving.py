@@ -23,9 +23,9 @@ runtime/plain >= 0.90.
 
 Each pair also prints the prompt tokens the server computed per generated token (those its prefix
 cache did not serve) and the share of prompt tokens the cache served, per phase: what separates a
-runtime's requests from short chats. ``embedded-quoted`` and ``default-quoted`` are the profiles
-with the judge's pair quoted in one user turn (``critic.layout``), to compare with the conversation
-layout in the same minutes.
+runtime's requests from short chats. ``embedded-quoted`` and ``default-conversation`` are the two
+profiles with the other layout of the judge's prompts (``critic.layout``), to compare in the same
+minutes.
 """
 
 from __future__ import annotations
@@ -106,11 +106,12 @@ async def window(root: str, seconds: float, warm_up: float, in_flight: Callable[
 #: Seconds each phase runs before its window opens (the runtime's pipeline fills; set by --warm-up).
 WARM_UP = [45.0]
 EMBEDDED = str(ROOT / "examples" / "configs" / "embedded.toml")
-#: Profiles by name: a config file (None: the defaults) and keys set over it. The ``-quoted`` ones
-#: judge with the pair quoted in one user turn, for a side-by-side look at the conversation layout.
+#: Profiles by name: a config file (None: the defaults) and keys set over it. ``embedded-quoted`` and
+#: ``default-conversation`` swap the judge's layout (``critic.layout``), to compare in the same minutes.
 PROFILES: dict[str, tuple[str | None, dict[str, Any]]] = {
     "embedded": (EMBEDDED, {}), "default": (None, {}),
-    "embedded-quoted": (EMBEDDED, {"critic.layout": "quoted"}), "default-quoted": (None, {"critic.layout": "quoted"})}
+    "embedded-quoted": (EMBEDDED, {"critic.layout": "quoted"}),
+    "default-conversation": (None, {"critic.layout": "conversation"})}
 
 
 async def runtime_phase(server: ManagedServer, seconds: float, profile: str, folder: Path) -> dict[str, float]:

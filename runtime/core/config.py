@@ -171,9 +171,10 @@ class CriticConfig(_Section):
     structured: Literal["auto", "json", "text"] = Field(
         "auto", description="judge style: json: response_format schema; text: parse '<score>||<why>'; auto: json, "
         "text where the schema is refused.")
-    layout: Literal["conversation", "quoted"] = Field("conversation", description=(
-        "judge style: conversation: the pair as the chat it was (instruction, answer), the question in a new user "
-        "turn, so a server that wrote the answer has the pair in its prefix cache; quoted: all in one user turn."))
+    layout: Literal["conversation", "quoted"] = Field("quoted", description=(
+        "judge style: quoted: the pair quoted in one user turn; conversation: the pair as the chat it was "
+        "(instruction, answer), the question in a new user turn, so the server that wrote the answer has the "
+        "pair's prefill in its prefix cache (the judge then reads the answer as its own turn)."))
     model: Literal["current", "base"] = Field("current", description="Which model assesses.")
     endpoint: EndpointConfig | None = Field(None, description=(
         "A server of the base model for the judge (it must serve it under the run's model name); default: the "

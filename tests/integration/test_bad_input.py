@@ -89,6 +89,10 @@ CASES = [
      "unknown placeholder(s): {extra}", True),
     ("template-wrong-style", template("quality", "{instruction} {input_block} {response} {format}"),
      "lacks placeholder(s): {task}", True),
+    # The judge's conversation layout asks only the question: the pair comes as chat turns of its own.
+    ("template-wrong-layout", lambda tmp: [*template("quality", "{instruction} {input_block} {response} {format}")(
+        tmp), "--set", "critic.style='judge'", "--set", "critic.layout='conversation'"],
+     "unknown placeholder(s): {input_block}, {instruction}, {response}", True),
     ("recipe-unknown", flags("--recipe", "alpaca"), "unknown recipe 'alpaca' (recipes: isheep, dromedary, dromedary-verbose, self-instruct)",
      False),
     ("base-judge-in-place", flags("--set", "swap.strategy='command'", "--set", "swap.command='true'",

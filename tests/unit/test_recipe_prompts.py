@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from isheep.agents import Critic, Proposer, Responder
+from isheep.agents.critic import FORMAT_JSON
 from isheep.runtime.core.endpoint import Completion
 from isheep.runtime.core.loading import load_config
 from isheep.runtime.core.messages import Instruction, ProposalRequest, Response, SeedTask
@@ -105,6 +106,10 @@ def test_a_pairs_two_critic_prompts_open_with_the_same_pair(style, layout):
     quality, following = (json.dumps(critic.messages(aspect, RESPONSE)) for aspect in ("quality", "following"))
     shared = os.path.commonprefix([quality, following])
     assert RESPONSE.text in shared and INSTRUCTION.input in shared and quality != following
+    if layout == "conversation" and style == "judge":
+        # The question's common opening (the judge's role, the reply format) comes before the aspect:
+        # a second assessment computes only its aspect's lines.
+        assert json.dumps(FORMAT_JSON)[1:-1] in shared and "QUALITY" not in shared
 
 
 @pytest.mark.parametrize("system_prompt", [None, "You answer briefly."])
@@ -136,5 +141,5 @@ async def test_the_conversation_layout_replays_the_responders_own_turns(system_p
     for turns in judged:
         assert turns[:len(asked)] == asked
         assert turns[len(asked)] == {"role": "assistant", "content": RESPONSE.text}
-        assert turns[-1]["role"] == "user" and "Rate from 1 to 10" in turns[-1]["content"]
+        assert turns[-1]["role"] == "user" and "Rate the response from 1" in turns[-1]["content"]
     assert judged[0][-1] != judged[1][-1]
