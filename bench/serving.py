@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import re
 import sys
 import tempfile
 import time
@@ -42,11 +41,10 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
-
 import isheep
 from isheep.runtime.core.config import ServerConfig
 from isheep.runtime.core.loading import load_config
+from isheep.runtime.serving import ServerMetrics
 from isheep.runtime.serving.endpoints import HttpEndpoint
 from isheep.runtime.serving.models import resolve_model
 from isheep.runtime.serving.server import ManagedServer
@@ -57,11 +55,9 @@ ROOT = Path(__file__).resolve().parents[1]
 COUNTERS = ("generation_tokens", "prompt_tokens", "prefix_cache_queries", "prefix_cache_hits")
 
 
-async def counters(root: str) -> dict[str, float]:
-    async with aiohttp.ClientSession() as session, session.get(f"{root}/metrics") as resp:
-        text = await resp.text()
-    return {name: sum(float(v) for v in re.findall(rf"^vllm:{name}_total(?:\{{[^}}]*\}})?\s+([0-9.eE+]+)", text,
-                                                    re.MULTILINE)) for name in COUNTERS}
+async def counters(metrics: ServerMetrics) -> dict[str, float]:
+    values = await metrics.read()
+    return {name: values.get(name, 0.0) for name in COUNTERS}
 
 
 class Recorder(HttpEndpoint):
@@ -86,15 +82,16 @@ class Recorder(HttpEndpoint):
         return await self._send("complete", body)
 
 
-async def window(root: str, seconds: float, warm_up: float, in_flight: Callable[[], int]) -> dict[str, float]:
+async def window(server: ManagedServer, seconds: float, warm_up: float, in_flight: Callable[[], int]) -> dict[str, float]:
     """Generated tokens/s over ``seconds`` after ``warm_up``, and the mean requests in flight."""
+    metrics = ServerMetrics([server.url], [server.api_key])
     await asyncio.sleep(warm_up)
-    t0, c0 = time.monotonic(), await counters(root)
+    t0, c0 = time.monotonic(), await counters(metrics)
     samples = []
     while time.monotonic() - t0 < seconds:
         samples.append(in_flight())
         await asyncio.sleep(0.25)
-    t1, c1 = time.monotonic(), await counters(root)
+    t1, c1 = time.monotonic(), await counters(metrics)
     d = {name: c1[name] - c0[name] for name in COUNTERS}
     generated = max(d["generation_tokens"], 1.0)
     return {"rate": d["generation_tokens"] / (t1 - t0), "t0": t0, "t1": t1, "in_flight": sum(samples) / len(samples),
@@ -126,12 +123,11 @@ async def runtime_phase(server: ManagedServer, seconds: float, profile: str, fol
     original = pool_module.endpoint_kind
     pool_module.endpoint_kind = lambda name: Recorder  # record what the runtime sends
     holder: dict = {}
-    root = server.url.rsplit("/v1", 1)[0]
     result: dict[str, float] = {}
 
     async def measure_and_stop() -> None:
         # Warm-up: the pipeline fills.
-        result.update(await window(root, seconds, WARM_UP[0], lambda: Recorder.in_flight))
+        result.update(await window(server, seconds, WARM_UP[0], lambda: Recorder.in_flight))
         holder["s"].request_stop()
 
     task = asyncio.create_task(measure_and_stop())
@@ -149,7 +145,6 @@ async def bare_phase(server: ManagedServer, seconds: float, in_flight: int, bodi
     opens after ``warm_up`` seconds, the runtime's by default)."""
     endpoint = HttpEndpoint(server.url, server.api_key, timeout_s=600, connect_timeout_s=10,
                             max_in_flight=in_flight)
-    root = server.url.rsplit("/v1", 1)[0]
     # Replayed prompts would hit the prefix cache the runtime just filled and skip their prefill:
     # each pass through the list gets its own cache salt, so requests share cached blocks within a
     # pass exactly as the runtime's did, and never with the runtime's or an earlier pass's.
@@ -170,7 +165,7 @@ async def bare_phase(server: ManagedServer, seconds: float, in_flight: int, bodi
 
     workers = [asyncio.create_task(worker()) for _ in range(in_flight)]
     try:
-        return await window(root, seconds, WARM_UP[0] if warm_up is None else warm_up, lambda: busy[0])
+        return await window(server, seconds, WARM_UP[0] if warm_up is None else warm_up, lambda: busy[0])
     finally:
         for task in workers:
             task.cancel()

@@ -27,11 +27,13 @@ class SwapError(Exception):
         message: What failed.
         restored: False when putting the previous model back failed too (the server may serve
             neither model: a fleet takes such a replica out of its pool).
+        status: The HTTP status the server answered, when it answered one.
     """
 
-    def __init__(self, message: str, *, restored: bool = True) -> None:
+    def __init__(self, message: str, *, restored: bool = True, status: int | None = None) -> None:
         super().__init__(message)
         self.restored = restored
+        self.status = status
 
 
 class ServerApi:
@@ -67,7 +69,7 @@ class ServerApi:
             except EndpointError as err:
                 failure = f"answered HTTP {err.status}: {err.detail}" if err.status is not None else f"failed: {err}"
                 self._trace(method, path, params, failure, started)
-                raise SwapError(f"{method} {path} {failure}") from None
+                raise SwapError(f"{method} {path} {failure}", status=err.status) from None
         self._trace(method, path, params, "ok", started)
         return _json_or_text(raw)
 
@@ -105,7 +107,7 @@ class ServerApi:
             try:
                 data = await self.probe(model, logprobs=True, fresh=self._salted)
             except SwapError as err:
-                if not self._salted or not any(f"HTTP {code}" in str(err) for code in (400, 422)):
+                if not self._salted or err.status not in (400, 422):
                     raise
                 self._salted = False  # not vLLM: a server without a prefix cache to bypass, or one that says no
                 data = await self.probe(model, logprobs=True)

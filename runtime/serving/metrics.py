@@ -21,6 +21,9 @@ _WANTED = {
     "vllm:num_requests_waiting": "waiting",
     "vllm:kv_cache_usage_perc": "kv_cache",
     "vllm:num_preemptions_total": "preemptions",
+    # Prompt tokens looked up in the prefix cache, and those it served (what prefill was spared).
+    "vllm:prefix_cache_queries_total": "prefix_cache_queries",
+    "vllm:prefix_cache_hits_total": "prefix_cache_hits",
 }
 _LINE = re.compile(r"^(vllm:[a-z_]+)(?:\{[^}]*\})?\s+([0-9.eE+-]+)$", re.MULTILINE)
 

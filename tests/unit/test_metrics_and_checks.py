@@ -60,6 +60,15 @@ def test_parse_metrics_sums_wanted_series_over_engines():
     }
 
 
+def test_parse_metrics_sums_the_prefix_caches_lookups_and_hits_over_engines():
+    text = ('vllm:prefix_cache_queries_total{engine="0",model_name="smol"} 180.0\n'
+            'vllm:prefix_cache_queries_total{engine="1",model_name="smol"} 20.0\n'
+            'vllm:prefix_cache_hits_total{engine="0",model_name="smol"} 160.0\n'
+            'vllm:prefix_cache_hits_created{engine="0",model_name="smol"} 1.7200001e+09\n'
+            'vllm:external_prefix_cache_hits_total{engine="0",model_name="smol"} 7.0\n')
+    assert parse_metrics(text) == {"prefix_cache_queries": 200.0, "prefix_cache_hits": 160.0}
+
+
 def test_parse_metrics_reads_unlabelled_series_and_the_kv_cache_gauge():
     text = ("# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc 2.5e-01\n"
             "vllm:num_requests_running 1\n")

@@ -4,8 +4,6 @@ the Responder's own request filled (``critic.layout``)."""
 from __future__ import annotations
 
 import asyncio
-import re
-import urllib.request
 
 import pytest
 
@@ -15,6 +13,7 @@ from isheep.runtime.core.messages import Instruction, Response
 from isheep.runtime.core.roles import RoundContext
 from isheep.runtime.core.types import Models, ServedModel
 from isheep.runtime.pipeline.wiring import load_inputs
+from isheep.runtime.serving import ServerMetrics
 from isheep.runtime.serving.endpoints import HttpEndpoint
 
 pytestmark = pytest.mark.vllm
@@ -25,13 +24,9 @@ TASKS = ["Describe, in about eighty words, how a lighthouse keeper of the 1890s 
          "Write about eighty words on what a city loses when its last bookshop closes."]
 
 
-def cache_hits(served) -> float:
+async def cache_hits(served) -> float:
     """Prompt tokens the server has served from its prefix cache so far."""
-    request = urllib.request.Request(served.url.rsplit("/v1", 1)[0] + "/metrics",
-                                     headers={"Authorization": f"Bearer {served.key}"})
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        text = reply.read().decode()
-    return sum(float(v) for v in re.findall(r"^vllm:prefix_cache_hits_total(?:\{[^}]*\})?\s+(\S+)", text, re.M))
+    return (await ServerMetrics([served.url], [served.key]).read())["prefix_cache_hits"]
 
 
 async def _judge(served, layout: str, task: str) -> tuple[Response, float]:
@@ -52,9 +47,9 @@ async def _judge(served, layout: str, task: str) -> tuple[Response, float]:
     try:
         response = await responder.handle(Instruction(id="r02-000001", round=2, model_version="v1", instruction=task))
         assert isinstance(response, Response), response
-        before = cache_hits(served)
-        score = await critic.score("quality", response)
-        return response, cache_hits(served) - before if score.raw else -1.0
+        before = await cache_hits(served)
+        await critic.score("quality", response)
+        return response, await cache_hits(served) - before
     finally:
         await endpoint.aclose()
 
