@@ -105,10 +105,12 @@ async def test_retries_are_bounded_and_recorded(server, proxy_factory, tmp_path,
     {"structured": False, "schema_status": 500, "schema_refusal": "json_schema: grammar not supported"},  # llama.cpp
     {"ignore_schema": True},  # accepted, then answered in plain text
 ], ids=["http_400", "http_500", "ignored"])
+@pytest.mark.parametrize("layout", ["quoted", "conversation"])
 async def test_critic_falls_back_to_text_when_structured_output_is_refused(server_factory, tmp_path, clean_env,
-                                                                          refusal):
+                                                                          refusal, layout):
     server = server_factory(**refusal)
-    result = await isheep.arun(make_config(tmp_path, server.url, rounds=1, **{"critic.style": "judge"}))
+    result = await isheep.arun(make_config(tmp_path, server.url, rounds=1,
+                                           **{"critic.style": "judge", "critic.layout": layout}))
     # Finding out costs no item: none failed, none refused for an unreadable score.
     assert result.totals.get("failed", 0) == 0
     assert not any(reason.startswith("critic_unparseable") for _, reason in result.reasons)
